@@ -1,0 +1,36 @@
+# Two entry points, both from a fresh machine with only Python 3.11:
+#   make run   set up .venv and run the bundled example end to end
+#   make test  set up .venv and run the whole test suite
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+export DVC_NO_ANALYTICS := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+export DISABLE_DEEPCHECKS_ANONYMOUS_TELEMETRY := 1
+export DO_NOT_TRACK := 1
+
+.PHONY: run test setup lint bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+run: setup
+	$(BIN)/mlops run
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy runner stages
+
+bench: setup
+	$(BIN)/python bench/bench_cli.py
+
+clean:
+	rm -rf $(VENV) .mlops artifacts dvc.lock

@@ -1,0 +1,1 @@
+"""mlops: compile one mlops.yaml into DVC, Argo Workflows and GitHub Actions."""

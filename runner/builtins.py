@@ -1,0 +1,110 @@
+"""What each built-in stage reads and writes.
+
+A built-in stage names its inputs and outputs by *role* ("data", "model", ...).
+The plan gives every output a path under ``artifacts/<stage>/`` and resolves
+every input to the output of the same role of the nearest upstream stage, so
+`needs:` is all a user writes to wire stages together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+ARTIFACTS_DIR = "artifacts"
+STAGES_PACKAGE = "stages"
+# Every built-in stage imports this module too, so a change to it re-runs them.
+COMMON_MODULE = f"{STAGES_PACKAGE}/common.py"
+
+
+class Kind(Enum):
+    """How DVC treats an output."""
+
+    OUT = "outs"  # cached by DVC, pushed to the remote
+    SMALL = "outs-git"  # small file kept in git (cache: false)
+    METRIC = "metrics"  # kept in git, shown by `dvc metrics`
+    PLOTS = "plots"  # kept in git, shown by `dvc plots`
+
+
+@dataclass(frozen=True)
+class Output:
+    role: str
+    filename: str
+    kind: Kind
+
+
+@dataclass(frozen=True)
+class Input:
+    role: str
+    required: bool = True
+
+
+@dataclass(frozen=True)
+class Builtin:
+    name: str
+    inputs: tuple[Input, ...]
+    outputs: tuple[Output, ...]
+
+    @property
+    def module(self) -> str:
+        return f"{STAGES_PACKAGE}/{self.name}.py"
+
+
+def _o(role: str, filename: str, kind: Kind = Kind.OUT) -> Output:
+    return Output(role, filename, kind)
+
+
+BUILTINS: dict[str, Builtin] = {
+    b.name: b
+    for b in (
+        Builtin("ingest", (), (_o("data", "data.parquet"),)),
+        Builtin(
+            "validate",
+            (Input("data"), Input("train", False), Input("test", False)),
+            (
+                _o("validation", "validation.json", Kind.METRIC),
+                _o("validation_report", "deepchecks.html"),
+            ),
+        ),
+        Builtin(
+            "preprocess",
+            (Input("data"),),
+            (
+                _o("train", "train.parquet"),
+                _o("test", "test.parquet"),
+                _o("preprocessor", "preprocessor.joblib"),
+            ),
+        ),
+        Builtin(
+            "tune",
+            (Input("train"), Input("preprocessor")),
+            (
+                _o("best_params", "best_params.json", Kind.SMALL),
+                _o("trials", "trials.csv", Kind.PLOTS),
+            ),
+        ),
+        Builtin(
+            "train",
+            (Input("train"), Input("preprocessor"), Input("best_params", False)),
+            (
+                _o("model", "model"),
+                _o("train_metrics", "train_metrics.json", Kind.METRIC),
+                _o("run", "run.json", Kind.SMALL),
+            ),
+        ),
+        Builtin(
+            "evaluate",
+            (Input("model"), Input("test"), Input("train", False), Input("run")),
+            (
+                _o("metrics", "metrics.json", Kind.METRIC),
+                _o("gates", "gates.json", Kind.METRIC),
+                _o("plots", "plots", Kind.PLOTS),
+            ),
+        ),
+        Builtin(
+            "register",
+            (Input("model"), Input("metrics"), Input("gates"), Input("run")),
+            (_o("registered", "registered.json", Kind.SMALL),),
+        ),
+    )
+}

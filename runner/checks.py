@@ -1,0 +1,318 @@
+"""Cross-field rules the schema cannot express, each a small named check.
+
+Every check takes the built spec and the source document (for positions) and
+returns problems; `run_all` collects them so the user sees all at once.
+"""
+
+from __future__ import annotations
+
+import difflib
+import posixpath
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from runner import wiring
+from runner.builtins import ARTIFACTS_DIR
+from runner.errors import Problem
+from runner.yamlsource import Document
+
+if TYPE_CHECKING:
+    from runner.spec import Spec
+
+# Where built-in estimators may come from unless a stage allows more.
+DEFAULT_ALLOWED_MODULES = ("sklearn.",)
+# Paths the pipeline must never write: git and DVC's own state, and the spec.
+RESERVED = (".git", ".dvc", "mlops.yaml", "dvc.yaml", "dvc.lock", "params.yaml")
+CLASSIFICATION_METRICS = {
+    "accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc", "log_loss",
+}  # fmt: skip
+REGRESSION_METRICS = {"r2", "mae", "mse", "rmse"}
+
+Check = Callable[["Spec", Document], Iterator[Problem]]
+
+
+def _suggest(name: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(name, options, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def stage_references(spec: Spec, doc: Document) -> Iterator[Problem]:
+    names = [s.name for s in spec.stages]
+    for stage in spec.stages:
+        for i, need in enumerate(stage.needs):
+            if need == stage.name:
+                yield doc.problem(
+                    ("pipeline", stage.name, "needs", i), "a stage cannot need itself"
+                )
+            elif need not in names:
+                yield doc.problem(
+                    ("pipeline", stage.name, "needs", i),
+                    f"unknown stage {need!r}{_suggest(need, names)} "
+                    f"(stages are: {', '.join(names)})",
+                )
+
+
+def data_references(spec: Spec, doc: Document) -> Iterator[Problem]:
+    sources = sorted(spec.data)
+    listed = ", ".join(sources) or "none are defined under `data:`"
+    for stage in spec.stages:
+        source = stage.settings.get("source") if stage.uses == "ingest" else None
+        if source is not None and source not in spec.data:
+            yield doc.problem(
+                ("pipeline", stage.name, "with", "source"),
+                f"unknown data source {source!r}{_suggest(source, sources)} "
+                f"(sources: {listed})",
+            )
+    current = spec.monitoring.get("current")
+    if current is not None and current not in spec.data:
+        yield doc.problem(
+            ("monitoring", "current"),
+            f"unknown data source {current!r}{_suggest(current, sources)} "
+            f"(sources: {listed})",
+        )
+    for name, source in spec.data.items():
+        given = [k for k in ("path", "url", "sql", "sklearn") if k in source]
+        if len(given) != 1:
+            yield doc.problem(
+                ("data", name),
+                "give exactly one of path, url, sql or sklearn"
+                + (f" (found {', '.join(given)})" if given else ""),
+            )
+
+
+def acyclic(spec: Spec, doc: Document) -> Iterator[Problem]:
+    needs = {s.name: [n for n in s.needs if n != s.name] for s in spec.stages}
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    reported: set[frozenset[str]] = set()
+
+    def visit(node: str, path: list[str]) -> Iterator[Problem]:
+        state[node] = 1
+        for nxt in needs.get(node, ()):
+            if nxt not in needs:
+                continue
+            if state.get(nxt) == 1:
+                cycle = [*path[path.index(nxt) :], nxt]
+                key = frozenset(cycle)
+                if key not in reported:
+                    reported.add(key)
+                    yield doc.problem(
+                        ("pipeline", node, "needs"),
+                        "stages form a cycle: " + " -> ".join(cycle),
+                    )
+            elif nxt not in state:
+                yield from visit(nxt, [*path, nxt])
+        state[node] = 2
+
+    for name in needs:
+        if name not in state:
+            yield from visit(name, [name])
+
+
+def inputs_resolve(spec: Spec, doc: Document) -> Iterator[Problem]:
+    needs = {s.name: s.needs for s in spec.stages}
+    kinds = {s.name: s.uses for s in spec.stages}
+    for stage in spec.stages:
+        if stage.uses is None:
+            continue
+        _, missing = wiring.resolve_inputs(stage.name, stage.uses, needs, kinds)
+        for m in missing:
+            makers = " or ".join(f"'{p}'" for p in wiring.providers(m.role))
+            where = ("pipeline", stage.name, "needs" if stage.needs else "uses")
+            yield doc.problem(
+                where,
+                f"'{stage.uses}' needs the {m.role!r} output of an upstream stage; "
+                f"add a stage that uses {makers} to `needs`",
+            )
+
+
+def _normalise(path: str) -> str | None:
+    """The path inside the repository, or None if it escapes it."""
+    if path.startswith(("/", "~")) or (len(path) > 1 and path[1] == ":"):
+        return None
+    norm = posixpath.normpath(path.replace("\\", "/"))
+    if norm == ".." or norm.startswith("../"):
+        return None
+    return norm
+
+
+def _declared_paths(spec: Spec) -> Iterator[tuple[tuple[str | int, ...], str, bool]]:
+    """(source path in the spec, file path, is it written by the stage)."""
+    for stage in spec.stages:
+        base: tuple[str | int, ...] = ("pipeline", stage.name)
+        for key in ("deps", "outs", "metrics", "plots"):
+            for i, p in enumerate(getattr(stage, key)):
+                yield (*base, key, i), p, key != "deps"
+        if stage.uses is not None:
+            for p, _ in wiring.output_paths(stage.name, stage.uses).values():
+                yield (*base, "uses"), p, True
+    for name, source in spec.data.items():
+        if "path" in source:
+            yield ("data", name, "path"), source["path"], False
+
+
+def paths_stay_inside(spec: Spec, doc: Document) -> Iterator[Problem]:
+    for where, path, writes in _declared_paths(spec):
+        norm = _normalise(path)
+        if norm is None:
+            yield doc.problem(
+                where,
+                f"{path!r} is outside the repository; use a path relative to it",
+                at_value=True,
+            )
+        elif writes and (
+            norm == "." or any(norm == r or norm.startswith(r + "/") for r in RESERVED)
+        ):
+            yield doc.problem(
+                where, f"{path!r} is reserved; stages cannot write it", at_value=True
+            )
+
+
+def outputs_unique(spec: Spec, doc: Document) -> Iterator[Problem]:
+    owners: list[tuple[str, str, tuple[str | int, ...]]] = []
+    for where, path, writes in _declared_paths(spec):
+        norm = _normalise(path)
+        if writes and norm is not None:
+            owners.append((norm, str(where[1]), where))
+    for i, (a, stage_a, where_a) in enumerate(owners):
+        for b, stage_b, where_b in owners[i + 1 :]:
+            if a == b or a.startswith(b + "/") or b.startswith(a + "/"):
+                # Report at the later of the two, naming the earlier one.
+                first, second = sorted(
+                    [(where_a, a, stage_a), (where_b, b, stage_b)],
+                    key=lambda w: (doc.where(w[0]).line, doc.where(w[0]).col),
+                )
+                if first[2] == second[2] and a == b:
+                    what = f"{a!r} is listed twice"
+                elif a == b:
+                    what = f"{a!r} is also written by stage {first[2]!r}"
+                else:
+                    what = (
+                        f"{second[1]!r} overlaps {first[1]!r}, "
+                        f"written by stage {first[2]!r}"
+                    )
+                yield doc.problem(
+                    second[0],
+                    f"{what}; every output must be written by exactly one stage",
+                    at_value=True,
+                )
+
+
+def custom_outputs_outside_artifacts(spec: Spec, doc: Document) -> Iterator[Problem]:
+    builtin = {s.name for s in spec.stages if s.uses}
+    builtin_outputs = [
+        p
+        for s in spec.stages
+        if s.uses
+        for p, _ in wiring.output_paths(s.name, s.uses).values()
+    ]
+    for where, path, writes in _declared_paths(spec):
+        norm = _normalise(path) or ""
+        parts = norm.split("/")
+        overlaps = any(norm == o or norm.startswith(o + "/") for o in builtin_outputs)
+        if (
+            writes
+            and not overlaps  # outputs_unique reports those
+            and where[2] != "uses"
+            and parts[0] == ARTIFACTS_DIR
+            and len(parts) > 1
+            and parts[1] in builtin
+            and parts[1] != where[1]
+        ):
+            yield doc.problem(
+                where,
+                f"{path!r} is inside the folder of built-in stage {parts[1]!r}",
+                at_value=True,
+            )
+
+
+def estimators_allowed(spec: Spec, doc: Document) -> Iterator[Problem]:
+    for stage in spec.stages:
+        if stage.uses not in ("train", "tune"):
+            continue
+        estimator = stage.settings.get("estimator", "")
+        allowed = DEFAULT_ALLOWED_MODULES + tuple(
+            p if p.endswith(".") else p + "." for p in stage.settings.get("allow", ())
+        )
+        if not estimator.startswith(allowed):
+            yield doc.problem(
+                ("pipeline", stage.name, "with", "estimator"),
+                f"{estimator!r} is not in an allowed module "
+                f"({', '.join(allowed)}); add its module prefix to `with.allow`",
+                at_value=True,
+            )
+
+
+def metrics_fit_task(spec: Spec, doc: Document) -> Iterator[Problem]:
+    wrong = (
+        REGRESSION_METRICS
+        if spec.project.task == "classification"
+        else (CLASSIFICATION_METRICS)
+    )
+    for stage in spec.stages:
+        if stage.uses == "evaluate":
+            for i, m in enumerate(stage.settings.get("metrics", ())):
+                if m in wrong:
+                    yield doc.problem(
+                        ("pipeline", stage.name, "with", "metrics", i),
+                        f"{m!r} is not a {spec.project.task} metric",
+                        at_value=True,
+                    )
+        if stage.uses == "preprocess":
+            method = stage.settings.get("split", {}).get("method")
+            if method == "stratified" and spec.project.task == "regression":
+                yield doc.problem(
+                    ("pipeline", stage.name, "with", "split", "method"),
+                    "'stratified' needs classes; use 'random' or 'time' for regression",
+                    at_value=True,
+                )
+            if method == "time" and "time_column" not in stage.settings["split"]:
+                yield doc.problem(
+                    ("pipeline", stage.name, "with", "split"),
+                    "a 'time' split needs `time_column`",
+                )
+
+
+def gates_have_metrics(spec: Spec, doc: Document) -> Iterator[Problem]:
+    evaluators = [s for s in spec.stages if s.uses == "evaluate"]
+    if spec.gates and not evaluators:
+        yield doc.problem(("gates",), "gates need a stage that uses 'evaluate'")
+        return
+    known = (
+        CLASSIFICATION_METRICS
+        if spec.project.task == "classification"
+        else (REGRESSION_METRICS)
+    )
+    for ev in evaluators:
+        if "metrics" in ev.settings:
+            known = set(ev.settings["metrics"])
+    for i, gate in enumerate(spec.gates):
+        if gate["metric"] not in known:
+            yield doc.problem(
+                ("gates", i, "metric"),
+                f"{gate['metric']!r} is not computed by 'evaluate' "
+                f"(it computes: {', '.join(sorted(known))})",
+                at_value=True,
+            )
+
+
+# References first: when a name does not resolve, the checks that follow
+# references would only repeat the same mistake in other words.
+REFERENCE_CHECKS: tuple[Check, ...] = (stage_references, data_references)
+CHECKS: tuple[Check, ...] = (
+    acyclic,
+    inputs_resolve,
+    paths_stay_inside,
+    outputs_unique,
+    custom_outputs_outside_artifacts,
+    estimators_allowed,
+    metrics_fit_task,
+    gates_have_metrics,
+)
+
+
+def run_all(spec: Spec, doc: Document) -> list[Problem]:
+    """Every cross-field problem in the spec."""
+    found = [p for check in REFERENCE_CHECKS for p in check(spec, doc)]
+    if found:
+        return found
+    return [p for check in CHECKS for p in check(spec, doc)]

@@ -1,0 +1,166 @@
+"""The `mlops` command: thin argument parsing around the library.
+
+Only the standard library, PyYAML and jsonschema are imported before a command
+runs, so `--help` and `validate` answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from runner.errors import RunError, SpecError
+
+EXIT_SPEC = 2
+EXIT_FAILED = 1
+
+
+def say(text: str) -> None:
+    print(text, flush=True)  # noqa: T201
+
+
+def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from runner import spec
+
+    return spec.load(args.file)
+
+
+def _root(args: argparse.Namespace) -> Path:
+    return Path(args.file).resolve().parent
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    spec = _load(args)
+    say(f"{args.file}: valid ({len(spec.stages)} stages)")
+    return 0
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from runner import compile as compiler
+
+    spec = _load(args)
+    root = _root(args)
+    if args.check:
+        stale = compiler.compile_to(spec, root, check=True)
+        for path in stale:
+            print(f"{path}: stale; run `mlops compile` and commit it", file=sys.stderr)  # noqa: T201
+        if not stale:
+            say("generated files are up to date")
+        return EXIT_FAILED if stale else 0
+    written = compiler.compile_to(spec, root)
+    say(f"wrote {', '.join(written)}" if written else "generated files are up to date")
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from runner import compile as compiler
+    from runner import engine
+    from runner import plan as planner
+
+    spec = _load(args)
+    root = _root(args)
+    plan = planner.build(spec)
+    written = compiler.compile_to(spec, root)
+    if written:
+        say(f"compiled {', '.join(written)}")
+    for line in engine.prepare(root, plan):
+        say(line)
+    status = engine.status(root)
+    will_run = status.will_run(plan)
+    say(f"{len(will_run)} of {len(plan.stages)} stages would run:")
+    width = max(len(s.name) for s in plan.stages)
+    for stage in plan.stages:
+        if stage.name in status.reasons:
+            why = "; ".join(status.reasons[stage.name])
+        elif stage.name in will_run:
+            ups = [u for u in plan.upstream_of(stage.name) if u in will_run]
+            why = f"after {', '.join(ups)}"
+        else:
+            continue
+        say(f"  {stage.name:<{width}}  {why}")
+    unchanged = [s.name for s in plan.stages if s.name not in will_run]
+    if unchanged:
+        say(f"unchanged: {', '.join(unchanged)}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from runner import compile as compiler
+    from runner import engine
+    from runner import plan as planner
+
+    spec = _load(args)
+    root = _root(args)
+    plan = planner.build(spec)
+    written = compiler.compile_to(spec, root)
+    if written:
+        say(f"compiled {', '.join(written)}")
+    for line in engine.prepare(root, plan):
+        say(line)
+    outcome = engine.repro(root, plan, say, force=args.force)
+    say(
+        f"mlops run: {len(plan.stages)} stages, {len(outcome.ran)} ran, "
+        f"{len(outcome.unchanged)} unchanged, {len(outcome.restored)} restored "
+        f"from the run-cache, in {outcome.seconds:.1f}s"
+    )
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mlops",
+        description="Compile mlops.yaml into DVC, Argo Workflows and GitHub Actions, "
+        "and run the pipeline locally.",
+    )
+    p.add_argument(
+        "--traceback", action="store_true", help="show the full traceback of an error"
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands: list[tuple[str, str, Callable[[argparse.Namespace], int]]] = [
+        ("validate", "check mlops.yaml and report every problem", cmd_validate),
+        ("compile", "write dvc.yaml and params.yaml from mlops.yaml", cmd_compile),
+        ("plan", "show which stages would run and why, without running them", cmd_plan),
+        ("run", "compile, set up git and DVC if needed, and run the pipeline", cmd_run),
+    ]
+    for name, help_text, func in commands:
+        c = sub.add_parser(name, help=help_text, description=help_text)
+        c.add_argument(
+            "-f", "--file", default="mlops.yaml", help="the spec (default: mlops.yaml)"
+        )
+        c.set_defaults(func=func)
+        if name == "compile":
+            c.add_argument(
+                "--check",
+                action="store_true",
+                help="write nothing; fail if a generated file is stale",
+            )
+        if name == "run":
+            c.add_argument(
+                "--force", action="store_true", help="run every stage even if unchanged"
+            )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except SpecError as exc:
+        if args.traceback:
+            raise
+        for line in exc.lines():
+            print(line, file=sys.stderr)  # noqa: T201
+        return EXIT_SPEC
+    except RunError as exc:
+        if args.traceback:
+            raise
+        print(f"mlops: error: {exc}", file=sys.stderr)  # noqa: T201
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

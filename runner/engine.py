@@ -1,0 +1,203 @@
+"""Drive DVC, the local engine: set up the repository, show status, reproduce.
+
+DVC runs in a subprocess of this same interpreter (`python -m dvc`), so the
+stages it starts find the same virtualenv and the CLI never imports DVC.
+"""
+
+from __future__ import annotations
+
+import configparser
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runner.errors import RunError
+from runner.plan import Plan
+
+# Libraries that phone home unless told not to; a pipeline run never should.
+QUIET_ENV = {
+    "DVC_NO_ANALYTICS": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DISABLE_DEEPCHECKS_ANONYMOUS_TELEMETRY": "1",
+    "DO_NOT_TRACK": "1",
+}
+_RUNNING = re.compile(r"^Running stage '([^']+)'")
+_SKIPPED = re.compile(r"^Stage '([^']+)' didn't change, skipping")
+_RESTORED = re.compile(r"^Stage '([^']+)' is cached - skipping run")
+
+
+def environment() -> dict[str, str]:
+    """The environment for DVC and the stages: this interpreter's bin first."""
+    env = dict(os.environ)
+    env.update(QUIET_ENV)
+    bindir = str(Path(sys.executable).parent)
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def _run(args: list[str], root: Path, what: str) -> str:
+    proc = subprocess.run(
+        args, cwd=root, env=environment(), capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        detail = (proc.stderr or proc.stdout).strip().splitlines()
+        raise RunError(f"{what} failed: {detail[-1] if detail else proc.returncode}")
+    return proc.stdout
+
+
+def dvc(*args: str) -> list[str]:
+    return [sys.executable, "-m", "dvc", *args]
+
+
+def _remote_value(url: str, root: Path) -> str:
+    """How DVC stores a remote URL: local paths relative to .dvc/."""
+    if "://" in url:
+        return url
+    return os.path.relpath(root / url, root / ".dvc").replace(os.sep, "/")
+
+
+def _remote_configured(root: Path, name: str, url: str) -> bool:
+    config = configparser.ConfigParser()
+    try:
+        config.read(root / ".dvc" / "config", encoding="utf-8")
+    except configparser.Error:
+        return False
+    section = f"'remote \"{name}\"'"
+    return config.get("core", "remote", fallback=None) == name and config.get(
+        section, "url", fallback=None
+    ) == _remote_value(url, root)
+
+
+def prepare(root: Path, plan: Plan) -> list[str]:
+    """Make root a git + DVC repository with the spec's remote; say what was done."""
+    done = []
+    if not (root / ".git").exists():
+        _run(["git", "init", "-q"], root, "git init")
+        done.append("initialised git")
+    if not (root / ".dvc").exists():
+        _run(dvc("init", "-q"), root, "dvc init")
+        done.append("initialised DVC")
+    storage = plan.spec.storage
+    if not _remote_configured(root, storage.remote_name, storage.remote_url):
+        if "://" not in storage.remote_url:
+            (root / storage.remote_url).mkdir(parents=True, exist_ok=True)
+        _run(
+            dvc("remote", "add", "--default", "--force", storage.remote_name,
+                storage.remote_url),
+            root,
+            "dvc remote add",
+        )  # fmt: skip
+        done.append(f"set DVC remote {storage.remote_name!r} to {storage.remote_url}")
+    return done
+
+
+@dataclass
+class Status:
+    """Which stages would run, and why."""
+
+    reasons: dict[str, list[str]] = field(default_factory=dict)
+
+    def will_run(self, plan: Plan) -> list[str]:
+        closure = plan.downstream_closure(set(self.reasons))
+        return [s.name for s in plan.stages if s.name in closure]
+
+
+def _reasons(entries: list[object]) -> list[str]:
+    out = []
+    for entry in entries:
+        if isinstance(entry, str):
+            out.append(entry)
+            continue
+        if not isinstance(entry, dict):
+            continue
+        for kind, changes in entry.items():
+            if isinstance(changes, dict):
+                items = []
+                for path, change in changes.items():
+                    if isinstance(change, dict):  # params: {key: change}
+                        keys = ", ".join(f"{k} {v}" for k, v in change.items())
+                        items.append(f"{path} ({keys})")
+                    else:
+                        items.append(f"{path} {change}")
+                out.append(f"{kind}: {'; '.join(items)}")
+            else:
+                out.append(f"{kind}: {changes}")
+    return out
+
+
+def status(root: Path) -> Status:
+    """DVC's view of which stages are out of date, and why."""
+    text = _run(dvc("status", "--json"), root, "dvc status")
+    raw = json.loads(text or "{}")
+    reasons = {}
+    for target, entries in raw.items():
+        name = target.rsplit(":", 1)[-1]
+        reasons[name] = _reasons(entries)
+    return Status(reasons)
+
+
+@dataclass
+class Outcome:
+    ran: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    restored: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _lines(proc: subprocess.Popen[str]) -> Iterator[str]:
+    if proc.stdout is not None:
+        yield from proc.stdout
+
+
+def repro(
+    root: Path, plan: Plan, say: Callable[[str], None], *, force: bool = False
+) -> Outcome:
+    """Run `dvc repro`, passing its output through with progress markers."""
+    total = len(plan.stages)
+    outcome = Outcome()
+    started = time.monotonic()
+    current: tuple[str, float] | None = None
+
+    def finish() -> None:
+        nonlocal current
+        if current is not None:
+            name, t0 = current
+            say(f"--- {name}: done in {time.monotonic() - t0:.1f}s")
+            current = None
+
+    args = dvc("repro", *(["--force"] if force else []))
+    with subprocess.Popen(
+        args, cwd=root, env=environment(), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, bufsize=1,
+    ) as proc:  # fmt: skip
+        for line in _lines(proc):
+            text = line.rstrip("\n")
+            step = len(outcome.ran) + len(outcome.unchanged) + len(outcome.restored)
+            if m := _RUNNING.match(text):
+                finish()
+                current = (m.group(1), time.monotonic())
+                outcome.ran.append(m.group(1))
+                say(f"[{step + 1}/{total}] {m.group(1)}: running")
+            elif m := _SKIPPED.match(text):
+                finish()
+                outcome.unchanged.append(m.group(1))
+                say(f"[{step + 1}/{total}] {m.group(1)}: unchanged, skipped")
+            elif m := _RESTORED.match(text):
+                finish()
+                outcome.restored.append(m.group(1))
+                say(f"[{step + 1}/{total}] {m.group(1)}: restored from the run-cache")
+            elif text.strip():
+                say("    " + text)
+        code = proc.wait()
+    outcome.seconds = time.monotonic() - started
+    if code != 0:
+        failed = current[0] if current else "dvc repro"
+        raise RunError(f"stage {failed!r} failed (dvc repro exited with {code})")
+    finish()
+    return outcome

@@ -1,0 +1,244 @@
+"""The plan: the spec resolved into concrete stages, files and edges.
+
+Every target (DVC, Argo, GitHub) is compiled from the plan, never from the
+spec, so they cannot disagree about what runs, in which order, on what.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from typing import Any
+
+from runner import wiring
+from runner.builtins import BUILTINS, COMMON_MODULE, Kind
+from runner.errors import Problem, SpecError
+from runner.spec import Spec, StageSpec
+
+PARAMS_FILE = "params.yaml"
+# Keys of params.yaml every built-in stage depends on: a change re-runs it.
+PROJECT_PARAMS = ("project.seed", "project.target", "project.task")
+
+
+@dataclass(frozen=True)
+class PlannedStage:
+    """One stage, with every file it reads and writes spelled out."""
+
+    name: str
+    uses: str | None
+    cmd: str
+    desc: str
+    deps: tuple[str, ...]
+    params: tuple[str, ...]
+    outs: tuple[str, ...]  # cached by DVC and pushed to the remote
+    small_outs: tuple[str, ...]  # kept in git
+    metrics: tuple[str, ...]
+    plots: tuple[str, ...]
+    always_changed: bool
+    inputs: dict[str, str] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)
+    source: StageSpec | None = None
+
+    def writes(self) -> tuple[str, ...]:
+        return tuple(sorted({*self.outs, *self.small_outs, *self.metrics, *self.plots}))
+
+
+@dataclass(frozen=True)
+class Plan:
+    spec: Spec
+    stages: tuple[PlannedStage, ...]  # in a topological order, ties by name
+    edges: frozenset[tuple[str, str]]  # (upstream, downstream)
+    params: dict[str, Any]
+
+    def stage(self, name: str) -> PlannedStage:
+        return next(s for s in self.stages if s.name == name)
+
+    def upstream_of(self, name: str) -> list[str]:
+        return sorted(a for a, b in self.edges if b == name)
+
+    def downstream_closure(self, names: set[str]) -> set[str]:
+        """The stages given and every stage that depends on them."""
+        result = set(names)
+        for stage in self.stages:  # topological order: one pass suffices
+            if any(a in result for a in self.upstream_of(stage.name)):
+                result.add(stage.name)
+        return result
+
+
+def _cmd(stage: StageSpec) -> str:
+    if stage.uses is not None:
+        return f"python -m stages.{stage.uses} {stage.name}"
+    return stage.run or ""
+
+
+def _builtin_files(
+    stage: StageSpec, spec: Spec, needs: dict[str, tuple[str, ...]]
+) -> dict[str, Any]:
+    uses = stage.uses or ""
+    kinds = {s.name: s.uses for s in spec.stages}
+    inputs, _ = wiring.resolve_inputs(stage.name, uses, needs, kinds)
+    outputs = wiring.output_paths(stage.name, uses)
+    by_kind: dict[Kind, list[str]] = {k: [] for k in Kind}
+    for path, out in outputs.values():
+        by_kind[out.kind].append(path)
+    deps = [BUILTINS[uses].module, COMMON_MODULE, *inputs.values()]
+    params = [f"stages.{stage.name}", *PROJECT_PARAMS]
+    source = spec.data.get(stage.settings.get("source", "")) or {}
+    if uses == "ingest":
+        params.append(f"data.{stage.settings['source']}")
+        if "path" in source:
+            deps.append(source["path"])
+    if uses == "evaluate":
+        params.append("gates")
+    if uses in ("evaluate", "register"):
+        params.append("registry")
+    return {
+        "deps": deps,
+        "params": params,
+        "outs": by_kind[Kind.OUT],
+        "small_outs": by_kind[Kind.SMALL],
+        "metrics": by_kind[Kind.METRIC],
+        "plots": by_kind[Kind.PLOTS],
+        "inputs": dict(sorted(inputs.items())),
+        "outputs": {role: path for role, (path, _) in sorted(outputs.items())},
+        "always_changed": "url" in source or "sql" in source,
+    }
+
+
+def _custom_files(stage: StageSpec) -> dict[str, Any]:
+    return {
+        "deps": list(stage.deps),
+        "params": [f"stages.{stage.name}"] if stage.settings else [],
+        "outs": list(stage.outs),
+        "small_outs": [],
+        "metrics": list(stage.metrics),
+        "plots": list(stage.plots),
+        "inputs": {},
+        "outputs": {},
+        "always_changed": False,
+    }
+
+
+def _owner(path: str, writers: dict[str, str]) -> str | None:
+    for out, stage in writers.items():
+        if path == out or path.startswith(out + "/") or out.startswith(path + "/"):
+            return stage
+    return None
+
+
+def _order(names: list[str], edges: set[tuple[str, str]]) -> list[str]:
+    indegree = {n: 0 for n in names}
+    for _, b in edges:
+        indegree[b] += 1
+    ready = [n for n, d in indegree.items() if d == 0]
+    heapq.heapify(ready)
+    order: list[str] = []
+    while ready:
+        n = heapq.heappop(ready)
+        order.append(n)
+        for a, b in sorted(edges):
+            if a == n:
+                indegree[b] -= 1
+                if indegree[b] == 0:
+                    heapq.heappush(ready, b)
+    return order
+
+
+def _params(spec: Spec, stages: list[PlannedStage]) -> dict[str, Any]:
+    used_sources = sorted(
+        {s.source.settings["source"] for s in stages if s.source and s.uses == "ingest"}
+    )
+    p = spec.project
+    return {
+        "project": {"name": p.name, "task": p.task, "target": p.target, "seed": p.seed},
+        "tracking": {
+            "uri": spec.storage.tracking_uri,
+            "experiment": spec.storage.experiment,
+        },
+        "registry": dict(sorted(spec.registry.items())),
+        "gates": [dict(g) for g in spec.gates],
+        "data": {name: spec.data[name] for name in used_sources},
+        "stages": {
+            s.name: {
+                "uses": s.uses or "run",
+                "with": s.source.settings if s.source else {},
+                "inputs": s.inputs,
+                "outputs": s.outputs,
+            }
+            for s in sorted(stages, key=lambda s: s.name)
+            if s.uses or (s.source and s.source.settings)
+        },
+    }
+
+
+def build(spec: Spec) -> Plan:
+    """Resolve a checked spec into a plan."""
+    needs = {s.name: s.needs for s in spec.stages}
+    files = {
+        s.name: _builtin_files(s, spec, needs) if s.uses else _custom_files(s)
+        for s in spec.stages
+    }
+    writers = {
+        path: name
+        for name, f in files.items()
+        for key in ("outs", "small_outs", "metrics", "plots")
+        for path in f[key]
+    }
+    # DVC orders stages by their files alone, so a `need` whose outputs the
+    # stage does not already read becomes a dependency on all of them: that
+    # is what makes "train after validate" real, and a failed validation stop
+    # everything after it.
+    for s in spec.stages:
+        reads = set(files[s.name]["inputs"].values())
+        for need in s.needs:
+            f = files[need]
+            written = [*f["outs"], *f["small_outs"], *f["metrics"], *f["plots"]]
+            if not reads.intersection(written):
+                files[s.name]["deps"] += written
+    edges = {
+        (owner, name)
+        for name, f in files.items()
+        for dep in f["deps"]
+        if (owner := _owner(dep, writers)) is not None and owner != name
+    }
+    planned = {
+        s.name: PlannedStage(
+            name=s.name,
+            uses=s.uses,
+            cmd=_cmd(s),
+            desc=s.desc,
+            deps=tuple(sorted(set(files[s.name]["deps"]))),
+            params=tuple(files[s.name]["params"]),
+            outs=tuple(sorted(files[s.name]["outs"])),
+            small_outs=tuple(sorted(files[s.name]["small_outs"])),
+            metrics=tuple(sorted(files[s.name]["metrics"])),
+            plots=tuple(sorted(files[s.name]["plots"])),
+            always_changed=files[s.name]["always_changed"],
+            inputs=files[s.name]["inputs"],
+            outputs=files[s.name]["outputs"],
+            source=s,
+        )
+        for s in spec.stages
+    }
+    order = _order(sorted(planned), edges)
+    if len(order) < len(planned):
+        stuck = ", ".join(sorted(set(planned) - set(order)))
+        raise SpecError(
+            spec.filename,
+            [
+                Problem(
+                    1,
+                    1,
+                    ("pipeline",),
+                    f"stages {stuck} form a cycle through "
+                    "the files they read and write",
+                )
+            ],
+        )
+    ordered = [planned[n] for n in order]
+    return Plan(
+        spec=spec,
+        stages=tuple(ordered),
+        edges=frozenset(edges),
+        params=_params(spec, ordered),
+    )

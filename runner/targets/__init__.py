@@ -1,0 +1,1 @@
+"""Compilers from the plan to each target: pure functions, plan in, files out."""

@@ -1,0 +1,129 @@
+"""Real DVC on generated files: dag, status, repro, and what `mlops plan` says."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import yaml
+
+from runner import plan as planner
+from runner import spec as specs
+from tests.support import dvc, mlops
+
+SPEC = """\
+version: 1
+project: {name: toy, task: regression, target: y}
+pipeline:
+  make:
+    run: python -c "import pathlib; pathlib.Path('data').mkdir(exist_ok=True); pathlib.Path('data/a.txt').write_text('3')"
+    outs: [data/a.txt]
+  double:
+    run: python scripts/double.py
+    deps: [scripts/double.py]
+    needs: [make]
+    outs: [data/b.txt]
+    with: {factor: 2}
+  report:
+    run: python scripts/report.py
+    needs: [double]
+    metrics: [report.json]
+"""
+DOUBLE = """\
+import pathlib, yaml
+factor = yaml.safe_load(open("params.yaml"))["stages"]["double"]["with"]["factor"]
+value = int(pathlib.Path("data/a.txt").read_text()) * factor
+pathlib.Path("data/b.txt").write_text(str(value))
+"""
+REPORT = """\
+import json, pathlib
+json.dump({"value": int(pathlib.Path("data/b.txt").read_text())}, open("report.json", "w"))
+"""
+
+
+def _toy(repo: Path) -> Path:
+    (repo / "mlops.yaml").write_text(SPEC)
+    (repo / "scripts").mkdir()
+    (repo / "scripts" / "double.py").write_text(DOUBLE)
+    (repo / "scripts" / "report.py").write_text(REPORT)
+    return repo
+
+
+def _ran(out: str) -> list[str]:
+    return re.findall(r"\] (\S+): running", out)
+
+
+def test_dag_matches_the_plan(repo: Path) -> None:
+    _toy(repo)
+    mlops("compile", cwd=repo)
+    dvc("init", "-q", cwd=repo)
+    dot = dvc("dag", "--dot", cwd=repo).stdout
+    edges = set(re.findall(r'"([\w-]+)" -> "([\w-]+)"', dot))
+    plan = planner.build(specs.load(repo / "mlops.yaml"))
+    assert edges == set(plan.edges) == {("make", "double"), ("double", "report")}
+
+
+def test_run_plan_and_rerun(repo: Path) -> None:
+    _toy(repo)
+    planned = mlops("plan", cwd=repo).stdout
+    assert "3 of 3 stages would run" in planned
+
+    first = mlops("run", cwd=repo).stdout
+    assert _ran(first) == ["make", "double", "report"]
+    assert json.loads((repo / "report.json").read_text()) == {"value": 6}
+    assert "3 stages, 3 ran, 0 unchanged" in first
+
+    second = mlops("run", cwd=repo).stdout
+    assert _ran(second) == []
+    assert "3 stages, 0 ran, 3 unchanged" in second
+    assert "0 of 3 stages would run" in mlops("plan", cwd=repo).stdout
+    assert dvc("status", cwd=repo).stdout.strip().endswith("up to date.")
+
+    # One parameter changes: that stage and what follows it re-run, not before.
+    spec = repo / "mlops.yaml"
+    spec.write_text(spec.read_text().replace("factor: 2", "factor: 5"))
+    planned = mlops("plan", cwd=repo).stdout
+    assert "2 of 3 stages would run" in planned
+    assert re.search(
+        r"double\s+changed deps: params.yaml \(stages.double modified\)", planned
+    )
+    assert re.search(r"report\s+after double", planned)
+    third = mlops("run", cwd=repo).stdout
+    assert _ran(third) == ["double", "report"]
+    assert json.loads((repo / "report.json").read_text()) == {"value": 15}
+
+
+def test_compile_check_names_stale_files(repo: Path) -> None:
+    _toy(repo)
+    mlops("compile", cwd=repo)
+    assert mlops("compile", "--check", cwd=repo).returncode == 0
+    spec = repo / "mlops.yaml"
+    spec.write_text(spec.read_text().replace("factor: 2", "factor: 3"))
+    before = (repo / "params.yaml").read_bytes()
+    proc = mlops("compile", "--check", cwd=repo, check=False)
+    assert proc.returncode == 1
+    assert "params.yaml: stale" in proc.stderr
+    assert "dvc.yaml" not in proc.stderr  # the pipeline's shape did not change
+    assert (repo / "params.yaml").read_bytes() == before  # --check writes nothing
+
+
+def test_a_failing_stage_stops_the_run(repo: Path) -> None:
+    _toy(repo)
+    (repo / "scripts" / "double.py").write_text(
+        "raise SystemExit('double: bad input')\n"
+    )
+    proc = mlops("run", cwd=repo, check=False)
+    assert proc.returncode == 1
+    assert "stage 'double' failed" in proc.stderr
+    assert "bad input" in proc.stdout
+    assert not (repo / "report.json").exists()
+
+
+def test_generated_dvc_yaml_is_what_dvc_reads(repo: Path) -> None:
+    _toy(repo)
+    mlops("compile", cwd=repo)
+    dvc("init", "-q", cwd=repo)
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    listed = dvc("stage", "list", "--name-only", cwd=repo).stdout.split()
+    assert listed == list(stages)
