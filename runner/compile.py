@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from runner import plan as planner
 from runner import write
 from runner.spec import Spec
 from runner.targets import dvc
 
+Target = Callable[[planner.Plan], Mapping[str, Mapping[str, Any]]]
+# Each target is a pure function: plan in, {path: data} out.
+TARGETS: tuple[Target, ...] = (dvc.compile_plan,)
+
 
 def render(spec: Spec) -> dict[str, str]:
     """Every generated file's path and exact text for this spec."""
     plan = planner.build(spec)
-    files = dvc.compile_plan(plan)
+    files: dict[str, Mapping[str, Any]] = {}
+    for target in TARGETS:
+        for path, data in target(plan).items():
+            if path in files:
+                raise ValueError(f"two targets generate {path}")
+            files[path] = data
     return {path: write.render(data) for path, data in sorted(files.items())}
 
 
