@@ -1,0 +1,157 @@
+"""Train: fit Pipeline(preprocessor, estimator) and log it to MLflow.
+
+The estimator is imported only from ``sklearn.`` or a prefix the spec allows.
+The fitted pipeline is saved as an MLflow model directory (skops format) and
+logged in the run, with the git commit and the train data hash as tags.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from stages import common
+
+KIND = "train"
+MODEL_ARTIFACT = "model"
+INPUT_EXAMPLE_ROWS = 5
+
+
+def predict_all(pipeline: Any, x: pd.DataFrame) -> tuple[Any, Any]:
+    """Predictions and class probabilities (None when unavailable)."""
+    pred = pipeline.predict(x)
+    proba = pipeline.predict_proba(x) if hasattr(pipeline, "predict_proba") else None
+    return pred, proba
+
+
+def fit(
+    train: pd.DataFrame,
+    target: str,
+    task: str,
+    preprocessor: Any,
+    estimator: Any,
+) -> tuple[Any, dict[str, float]]:
+    """Fit the pipeline on ``train`` and return it with its train metrics."""
+    x, y = common.split_xy(train, target)
+    pipeline = common.build_pipeline(preprocessor, estimator)
+    try:
+        pipeline.fit(x, y)
+    except (ValueError, TypeError) as e:
+        raise common.StageError(f"fitting failed: {e}") from e
+    pred, proba = predict_all(pipeline, x)
+    classes = list(pipeline.classes_) if task == common.CLASSIFICATION else None
+    metrics = common.compute_metrics(
+        task, common.DEFAULT_METRICS[task], y, pred, proba=proba, classes=classes
+    )
+    return pipeline, metrics
+
+
+def model_trusted_types(pipeline: Any, prefixes: tuple[str, ...]) -> list[str]:
+    """Types skops must trust to load this pipeline, checked against the allow-list."""
+    import skops.io
+
+    found = skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
+    return common.trusted_types(found, prefixes)
+
+
+def _log_and_save(
+    pipeline: Any,
+    x: pd.DataFrame,
+    trusted: list[str],
+    out: Path,
+) -> Any:
+    import mlflow
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+
+    example = x.head(INPUT_EXAMPLE_ROWS)
+    signature = infer_signature(example, pipeline.predict(example))
+    kwargs = {
+        "signature": signature,
+        "input_example": example,
+        "pip_requirements": list(common.MODEL_PIP_REQUIREMENTS),
+        "serialization_format": "skops",
+        "skops_trusted_types": trusted,
+    }
+    info = mlflow.sklearn.log_model(pipeline, name=MODEL_ARTIFACT, **kwargs)
+    # Copy the logged model rather than serialise it again: same bytes, and the
+    # local MLmodel carries the run and model ids.
+    if out.exists():
+        shutil.rmtree(out)
+    common.ensure_parent(out)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(info.model_uri, dst_path=tmp)
+        shutil.copytree(local, out)
+    return info
+
+
+def _run(params: dict[str, Any], stage_id: str, spec: dict[str, Any]) -> int:
+    proj = common.project(params)
+    settings = spec["with"]
+    allow = settings.get("allow") or []
+    cls = common.import_estimator(settings.get("estimator", ""), allow)
+    best_path = common.role_path(spec, "inputs", "best_params")
+    best = common.read_json(best_path) if best_path and best_path.exists() else None
+    est_params = common.resolve_params(
+        cls, settings.get("params"), best, int(proj["seed"])
+    )
+
+    import joblib
+    import mlflow
+
+    train_path = common.need(spec, "inputs", "train")
+    train = common.read_parquet(train_path)
+    preprocessor = joblib.load(common.need(spec, "inputs", "preprocessor"))
+    start = time.perf_counter()
+    pipeline, metrics = fit(
+        train, proj["target"], proj["task"], preprocessor, cls(**est_params)
+    )
+    seconds = time.perf_counter() - start
+    trusted = model_trusted_types(pipeline, common.project_allow(params))
+
+    uri = common.setup_mlflow(params)
+    data_md5 = common.file_md5(train_path)
+    commit = common.git_commit()
+    tags = {common.TAG_DATA_HASH: data_md5, common.TAG_STAGE: stage_id}
+    if commit:
+        tags[common.TAG_GIT_COMMIT] = commit
+    with mlflow.start_run(run_name=stage_id, tags=tags) as run:
+        mlflow.log_params({"estimator": settings["estimator"], **est_params})
+        mlflow.log_metrics({f"train_{k}": v for k, v in metrics.items()})
+        mlflow.log_metric("fit_seconds", seconds)
+        x, _ = common.split_xy(train, proj["target"])
+        info = _log_and_save(
+            pipeline, x, trusted, common.need(spec, "outputs", "model")
+        )
+    common.write_json(common.need(spec, "outputs", "train_metrics"), metrics)
+    common.write_json(
+        common.need(spec, "outputs", "run"),
+        {
+            "run_id": run.info.run_id,
+            "experiment_id": run.info.experiment_id,
+            "tracking_uri": uri,
+            "model_uri": info.model_uri,
+            "data_md5": data_md5,
+            "git_commit": commit,
+        },
+    )
+    common.say(
+        KIND,
+        f"fitted {cls.__name__} on {len(train)} rows in {seconds:.1f}s; "
+        + ", ".join(f"train {k}={v:.3f}" for k, v in metrics.items()),
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the train stage named by ``argv[0]``."""
+    return common.run_stage(KIND, argv, _run)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

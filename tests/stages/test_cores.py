@@ -1,0 +1,390 @@
+"""Unit tests of the stage cores on tiny DataFrames."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import sqlite3
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stages import common, evaluate, ingest, preprocess, train, validate
+
+# --- common ---------------------------------------------------------------
+
+
+def test_import_estimator_refuses_before_importing() -> None:
+    with pytest.raises(common.StageError, match="not allowed"):
+        common.import_estimator("os.system")
+    with pytest.raises(common.StageError, match="not allowed"):
+        common.import_estimator("sklearnx.Evil")
+    cls = common.import_estimator("sklearn.linear_model.LinearRegression")
+    assert cls.__name__ == "LinearRegression"
+    with pytest.raises(common.StageError, match="cannot import"):
+        common.import_estimator("sklearn.linear_model.Nope")
+
+
+def test_import_estimator_allow_list() -> None:
+    # Allowed modules get past the gate and are then checked for fit().
+    with pytest.raises(common.StageError, match="not an estimator"):
+        common.import_estimator("collections.OrderedDict", ["collections"])
+
+
+def test_trusted_types_rejects_foreign_types() -> None:
+    assert common.trusted_types(["numpy.dtype"], common.TRUSTED_MODULE_PREFIXES)
+    with pytest.raises(common.StageError, match=r"os\.system"):
+        common.trusted_types(["os.system"], common.TRUSTED_MODULE_PREFIXES)
+
+
+def test_write_parquet_is_byte_identical(tmp_path: Path) -> None:
+    df = pd.DataFrame({"a": [1, 2], "b": ["x", None], "c": [0.5, np.nan]})
+    common.write_parquet(df, tmp_path / "one.parquet")
+    common.write_parquet(df.copy(), tmp_path / "two.parquet")
+    one, two = (
+        (tmp_path / "one.parquet").read_bytes(),
+        (tmp_path / "two.parquet").read_bytes(),
+    )
+    assert one == two
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "one.parquet"), df)
+
+
+def test_compute_metrics_binary_and_regression() -> None:
+    y = np.array([0, 1, 1, 0])
+    proba = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.7, 0.3]])
+    out = common.compute_metrics(
+        "classification",
+        ["accuracy", "recall", "roc_auc", "log_loss", "r2"],
+        y,
+        proba.argmax(1),
+        proba=proba,
+        classes=[0, 1],
+    )
+    assert out["accuracy"] == 0.75 and out["recall"] == 0.5 and out["roc_auc"] == 1.0
+    assert "r2" not in out and out["log_loss"] > 0
+    reg = common.compute_metrics("regression", ["mae", "rmse"], [1.0, 3.0], [2.0, 2.0])
+    assert reg == {"mae": 1.0, "rmse": 1.0}
+
+
+def test_stage_errors_are_one_line(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert ingest.main(["ingest"]) == 1
+    assert "params.yaml not found" in capsys.readouterr().err
+    (tmp_path / "params.yaml").write_text("stages: {other: {uses: ingest}}\n")
+    assert ingest.main(["ingest"]) == 1
+    assert "no stage 'ingest'" in capsys.readouterr().err
+
+
+# --- ingest ---------------------------------------------------------------
+
+
+def test_ingest_local_formats(tmp_path: Path) -> None:
+    df = pd.DataFrame({"x": [1, 2, 3], "y": ["a", "b", "c"]})
+    df.to_csv(tmp_path / "d.csv", index=False)
+    df.to_json(tmp_path / "d.json", orient="records")
+    df.to_parquet(tmp_path / "d.parquet")
+    for name in ("d.csv", "d.json", "d.parquet"):
+        got = ingest.load_source({"path": str(tmp_path / name)})
+        pd.testing.assert_frame_equal(got, df, check_dtype=False)
+    got = ingest.load_source({"path": str(tmp_path / "d.csv"), "format": "csv"})
+    assert ingest.select_columns(got, ["y"]).columns.tolist() == ["y"]
+    with pytest.raises(common.StageError, match="not in the source"):
+        ingest.select_columns(got, ["zzz"])
+    with pytest.raises(common.StageError, match="format"):
+        ingest.detect_format("data.bin")
+
+
+def test_ingest_sql(tmp_path: Path) -> None:
+    db = tmp_path / "d.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE t (x INTEGER, y TEXT)")
+        conn.executemany("INSERT INTO t VALUES (?, ?)", [(1, "a"), (2, "b"), (3, "c")])
+    got = ingest.load_source(
+        {"sql": {"url": f"sqlite:///{db}", "query": "SELECT * FROM t WHERE x > 1"}}
+    )
+    assert got["x"].tolist() == [2, 3]
+
+
+def test_ingest_url_from_local_server(tmp_path: Path) -> None:
+    pd.DataFrame({"x": [1, 2], "y": [3, 4]}).to_csv(tmp_path / "d.csv", index=False)
+    handler = functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(tmp_path)
+    )
+    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/d.csv"
+        got = ingest.load_source({"url": url})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert got.to_dict("list") == {"x": [1, 2], "y": [3, 4]}
+
+
+def test_ingest_sklearn_has_target() -> None:
+    df = ingest.load_source({"sklearn": "iris"})
+    assert "target" in df.columns and len(df) == 150
+    with pytest.raises(common.StageError, match="unknown sklearn"):
+        ingest.load_source({"sklearn": "nope"})
+
+
+# --- validate -------------------------------------------------------------
+
+FRAME = pd.DataFrame(
+    {
+        "n": [1.0, 5.5, 200.0, None],
+        "c": ["a", "b", "z", "a"],
+        "i": [1, 2, 2, 3],
+    }
+)
+
+
+def _by_rule(results):
+    return {(r["column"], r["name"]): r for r in results}
+
+
+def test_column_rules_count_every_row() -> None:
+    results = validate.check_rules(
+        FRAME,
+        {
+            "n": {"min": 2, "max": 100, "max_null_share": 0.1, "type": "float"},
+            "c": {"allowed": ["a", "b"], "unique": True, "severity": "warning"},
+            "i": {"type": "integer", "unique": True},
+            "gone": {},
+        },
+        {"min": 5},
+    )
+    r = _by_rule(results)
+    assert r[("n", "min")]["detail"] == "1 value below min 2"
+    assert r[("n", "max")]["detail"] == "1 value above max 100"
+    assert not r[("n", "max_null_share")]["passed"]
+    assert r[("n", "type")]["passed"]
+    assert "'z'" in r[("c", "allowed")]["detail"]
+    assert r[("c", "unique")]["severity"] == "warning"
+    assert r[("i", "type")]["passed"] and not r[("i", "unique")]["passed"]
+    assert not r[("gone", "exists")]["passed"]
+    assert not r[(None, "rows.min")]["passed"]
+    summary = validate.summarize(results)
+    assert summary["passed"] is False
+    assert summary["counts"]["failed_warnings"] == 2
+
+
+def test_type_rules() -> None:
+    assert not validate.check_column(FRAME["c"], {"type": "number"})[0]["passed"]
+    assert validate.check_column(FRAME["c"], {"type": "string"})[0]["passed"]
+    assert not validate.check_column(FRAME["n"], {"type": "integer"})[0]["passed"]
+
+
+def test_warnings_only_pass() -> None:
+    results = validate.check_rules(
+        FRAME, {"n": {"max": 1, "severity": "warning"}}, None
+    )
+    assert validate.summarize(results)["passed"] is True
+
+
+def test_deepchecks_suites(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(
+        {
+            "a": rng.normal(size=60),
+            "b": rng.choice(["x", "y"], 60),
+            "target": rng.integers(0, 2, 60),
+        }
+    )
+    report = tmp_path / "r.html"
+    report.write_text("old")
+    results = validate.run_suites(
+        {"data_integrity": "warning", "train_test_validation": "error"},
+        df,
+        train=None,
+        test=None,
+        target="target",
+        report=report,
+    )
+    skipped = [r for r in results if r["name"] == "train_test_validation"]
+    assert skipped[0]["passed"] and "skipped" in skipped[0]["detail"]
+    assert any(r["name"].startswith("data_integrity: ") for r in results)
+    assert all(
+        r["severity"] == "warning"
+        for r in results
+        if r["name"] != "train_test_validation"
+    )
+    assert report.read_text() != "old" and not list(tmp_path.glob("r (1).html"))
+    with pytest.raises(common.StageError, match="unknown suite"):
+        validate.run_suites(
+            {"nope": "error"}, df, train=None, test=None, target="target", report=report
+        )
+
+
+# --- preprocess -----------------------------------------------------------
+
+
+def test_stratified_and_time_splits() -> None:
+    df = pd.DataFrame({"t": range(20), "x": range(20), "target": [0, 1] * 10})
+    train_df, test_df = preprocess.split_data(
+        df, "target", "classification", {"test_size": 0.2}, 0
+    )
+    assert len(test_df) == 4 and test_df["target"].sum() == 2
+    again, _ = preprocess.split_data(
+        df, "target", "classification", {"test_size": 0.2}, 0
+    )
+    assert train_df.index.tolist() == again.index.tolist()
+    shuffled = df.sample(frac=1, random_state=1)
+    tr, te = preprocess.split_data(
+        shuffled,
+        "target",
+        "regression",
+        {"method": "time", "time_column": "t", "test_size": 0.25},
+        0,
+    )
+    assert te["t"].min() > tr["t"].max() and len(te) == 5
+    with pytest.raises(common.StageError, match="time_column"):
+        preprocess.split_data(df, "target", "regression", {"method": "time"}, 0)
+
+
+def test_preprocessor_chooses_columns_by_dtype() -> None:
+    df = pd.DataFrame(
+        {
+            "num": [1.0, np.nan, 3.0],
+            "cat": ["a", None, "b"],
+            "flag": [True, False, True],
+            "keep": [1, 2, 3],
+            "drop_me": [0, 0, 0],
+            "target": [0, 1, 0],
+        }
+    )
+    pre, groups = preprocess.build_preprocessor(
+        df,
+        "target",
+        {
+            "passthrough": ["keep"],
+            "drop": ["drop_me"],
+            "categorical": {"impute": "constant"},
+        },
+    )
+    assert groups["numeric"] == ["num"] and groups["categorical"] == ["cat", "flag"]
+    assert not hasattr(pre, "transformers_")  # saved unfitted
+    out = pre.fit_transform(df.drop(columns="target"))
+    assert not np.isnan(out).any()
+    assert "categorical__cat_missing" in pre.get_feature_names_out()
+    with pytest.raises(common.StageError, match="scale"):
+        preprocess.build_preprocessor(df, "target", {"numeric": {"scale": "zscore"}})
+
+
+# --- train ----------------------------------------------------------------
+
+
+def test_resolve_params_and_fit() -> None:
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    got = common.resolve_params(LogisticRegression, {"C": 1.0}, {"C": 2.0}, 7)
+    assert got == {"C": 2.0, "random_state": 7}
+    assert common.resolve_params(Ridge, None, None, 7) == {"random_state": 7}
+    assert "random_state" not in common.resolve_params(
+        common.import_estimator("sklearn.linear_model.LinearRegression"), {}, {}, 7
+    )
+    with pytest.raises(common.StageError, match="no parameter"):
+        common.resolve_params(Ridge, {"bogus": 1}, None, 0)
+    df = pd.DataFrame({"x": np.arange(40.0), "target": [0] * 20 + [1] * 20})
+    pre, _ = preprocess.build_preprocessor(df, "target", {})
+    model, metrics = train.fit(
+        df, "target", "classification", pre, LogisticRegression()
+    )
+    assert metrics["accuracy"] == 1.0 and list(model.classes_) == [0, 1]
+
+
+# --- evaluate -------------------------------------------------------------
+
+
+def test_gates() -> None:
+    metrics = {"accuracy": 0.91, "rmse": 2.0}
+    gates = [
+        {"metric": "accuracy", "min": 0.9},
+        {"metric": "accuracy", "max_drop": 0.01},
+        {"metric": "rmse", "max": 1.5},
+        {"metric": "rmse", "max_drop": 0.5},
+        {"metric": "f1", "min": 0.5},
+    ]
+    calls = []
+
+    def prod():
+        calls.append(1)
+        return {"accuracy": 0.95, "rmse": 1.8}
+
+    out = evaluate.check_gates(gates, metrics, prod)
+    verdicts = [g["passed"] for g in out["gates"]]
+    assert verdicts == [True, False, False, True, False]
+    assert out["passed"] is False and len(calls) == 1
+    assert out["gates"][1]["production_value"] == 0.95
+    none = evaluate.check_gates(gates[1:2], metrics, lambda: None)
+    assert none["passed"] and none["gates"][0]["detail"] == evaluate.NO_PRODUCTION
+    assert evaluate.check_gates([], metrics, prod) == {"passed": True, "gates": []}
+
+
+def test_curve_data_binary_only() -> None:
+    y = np.array([0, 1, 1, 0])
+    proba = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.7, 0.3]])
+    curves = evaluate.curve_data(y, proba, [0, 1])
+    assert curves["roc"][-1] == {"fpr": 1.0, "tpr": 1.0}
+    assert evaluate.curve_data(y, proba, [0, 1, 2]) == {}
+
+
+# --- tune -----------------------------------------------------------------
+
+
+def _tiny_classification():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 2))
+    return pd.DataFrame(
+        {"a": x[:, 0], "b": x[:, 1], "target": (x[:, 0] > 0).astype(int)}
+    )
+
+
+def test_tune_candidates_respect_trials() -> None:
+    from stages import tune
+
+    space = {"C": [1, 2, 3], "fit_intercept": [True, False]}
+    assert len(tune.candidates(space, "grid", 4, 0)) == 4
+    assert tune.candidates(space, "random", 3, 0) == tune.candidates(
+        space, "random", 3, 0
+    )
+    assert len(tune.candidates(space, "random", 50, 0)) == 6
+    with pytest.raises(common.StageError, match="non-empty"):
+        tune.candidates({"C": []}, "grid", 3, 0)
+
+
+def test_tune_search_methods_and_budget() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from stages import tune
+
+    df = _tiny_classification()
+    pre, _ = preprocess.build_preprocessor(df, "target", {})
+    pipe = common.build_pipeline(pre, LogisticRegression())
+    space = {"C": [0.001, 1.0, 10.0]}
+    grid = tune.search(
+        df,
+        "target",
+        pipe,
+        {"method": "grid", "space": space, "metric": "accuracy", "cv": 2},
+        0,
+    )
+    assert [t["params"]["C"] for t in grid] == [0.001, 1.0, 10.0]
+    assert tune.best(grid)["C"] in (1.0, 10.0)
+    none = tune.search(
+        df, "target", pipe, {"method": "grid", "space": space, "time_budget": 0}, 0
+    )
+    assert none == []
+    halving = tune.search(
+        df,
+        "target",
+        pipe,
+        {"method": "halving", "space": space, "trials": 3, "cv": 2},
+        0,
+    )
+    assert halving and all("C" in t["params"] for t in halving)

@@ -1,0 +1,290 @@
+"""Each stage's main, end to end, in a temp project with a real MLflow SQLite store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.stages.conftest import build_params, registry_versions, run_stage
+
+EXAMPLE_VALIDATE = {
+    "rows": {"min": 100},
+    "columns": {
+        "target": {"allowed": [0, 1], "max_null_share": 0},
+        "mean radius": {"type": "float", "min": 0, "max": 100, "max_null_share": 0},
+        "mean texture": {"type": "float", "min": 0, "severity": "warning"},
+    },
+}
+RF = "sklearn.ensemble.RandomForestClassifier"
+
+
+def _pipeline(
+    validate: dict, preprocess: dict, train: dict, evaluate: dict | None = None
+):
+    return [
+        ("ingest", "ingest", {"source": "src"}),
+        ("validate", "validate", validate),
+        ("preprocess", "preprocess", preprocess),
+        ("train", "train", train),
+        ("evaluate", "evaluate", evaluate or {}),
+        ("register", "register", {}),
+    ]
+
+
+def _run_all(kinds: list[str]) -> None:
+    for kind in kinds:
+        assert run_stage(kind) == 0, f"stage {kind} failed"
+
+
+def _read(root: Path, rel: str):
+    return json.loads((root / rel).read_text())
+
+
+ALL = ["ingest", "validate", "preprocess", "train", "evaluate", "register"]
+
+
+def test_breast_cancer_example(project, capsys) -> None:
+    params = build_params(
+        _pipeline(
+            EXAMPLE_VALIDATE,
+            {
+                "split": {"method": "stratified", "test_size": 0.25},
+                "numeric": {"impute": "median", "scale": "standard"},
+            },
+            {"estimator": RF, "params": {"n_estimators": 50, "max_depth": 6}},
+            {"metrics": ["accuracy", "precision", "recall", "f1", "roc_auc"]},
+        ),
+        data={"src": {"sklearn": "breast_cancer"}},
+        gates=[{"metric": "accuracy", "min": 0.9}, {"metric": "f1", "max_drop": 0.02}],
+        name="cancer",
+    )
+    root = project(params)
+    _run_all(ALL)
+    metrics = _read(root, "artifacts/evaluate/metrics.json")
+    assert set(metrics) == {"accuracy", "precision", "recall", "f1", "roc_auc"}
+    assert metrics["accuracy"] > 0.9
+    gates = _read(root, "artifacts/evaluate/gates.json")
+    assert gates["passed"] is True
+    assert gates["gates"][1]["detail"] == "no production model yet"
+    plots = {p.name for p in (root / "artifacts/evaluate/plots").iterdir()}
+    assert {
+        "confusion.csv",
+        "roc.json",
+        "prc.json",
+        "confusion.png",
+        "roc.png",
+        "prc.png",
+        "importance.png",
+    } <= plots
+    conf = pd.read_csv(root / "artifacts/evaluate/plots/confusion.csv")
+    assert list(conf.columns) == ["actual", "predicted"] and len(conf) == 143
+    assert (
+        (root / "artifacts/validate/deepchecks.html").read_text().count("No deepchecks")
+    )
+    validation = _read(root, "artifacts/validate/validation.json")
+    assert validation["passed"] is True and validation["counts"]["failed_errors"] == 0
+
+    run = _read(root, "artifacts/train/run.json")
+    assert {"run_id", "experiment_id", "tracking_uri"} <= set(run)
+    registered = _read(root, "artifacts/register/registered.json")
+    assert registered["version"] == "1" and registered["alias"] == "candidate"
+    versions = registry_versions(root, "cancer")
+    assert len(versions) == 1
+    assert versions[0].tags["mlops.data_md5"] == run["data_md5"]
+    assert versions[0].tags["mlops.run_id"] == run["run_id"]
+
+    # Re-running register for the same run reuses the version.
+    assert run_stage("register") == 0
+    assert len(registry_versions(root, "cancer")) == 1
+    assert _read(root, "artifacts/register/registered.json")["reused_existing_version"]
+
+    # Promote it, make the new model much worse: the max_drop gate fails,
+    # evaluate still succeeds, register adds a version without an alias.
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    client.set_registered_model_alias("cancer", "production", "1")
+    params["stages"]["train"]["with"] = {
+        "estimator": "sklearn.dummy.DummyClassifier",
+        "params": {"strategy": "uniform"},
+    }
+    project(params)
+    capsys.readouterr()
+    _run_all(["train", "evaluate", "register"])
+    out = capsys.readouterr().out
+    assert "gate FAIL" in out and "WITHOUT alias" in out
+    gates = _read(root, "artifacts/evaluate/gates.json")
+    assert gates["passed"] is False
+    assert gates["gates"][1]["production_value"] == pytest.approx(metrics["f1"])
+    registered = _read(root, "artifacts/register/registered.json")
+    assert registered["version"] == "2" and registered["alias"] is None
+    model = client.get_registered_model("cancer")
+    assert {k: str(v) for k, v in model.aliases.items()} == {
+        "candidate": "1",
+        "production": "1",
+    }
+
+
+def test_failing_validation_rule_stops_the_pipeline(project, capsys) -> None:
+    rules = {"columns": {"mean radius": {"min": 0, "max": 10}}}
+    root = project(
+        build_params(
+            _pipeline(rules, {}, {"estimator": RF}),
+            data={"src": {"sklearn": "breast_cancer"}},
+            name="cancer",
+        )
+    )
+    assert run_stage("ingest") == 0
+    assert run_stage("validate") == 1
+    err = capsys.readouterr().err
+    assert "column 'mean radius'" in err and "above max 10 (error)" in err
+    assert "Traceback" not in err
+    summary = _read(root, "artifacts/validate/validation.json")
+    assert summary["passed"] is False
+    failing = [r for r in summary["results"] if not r["passed"]]
+    assert [(r["column"], r["name"]) for r in failing] == [("mean radius", "max")]
+    assert not (root / "artifacts/train").exists()
+    assert registry_versions(root, "cancer") == []
+
+
+def test_regression_on_diabetes(project) -> None:
+    root = project(
+        build_params(
+            _pipeline(
+                {"columns": {"target": {"type": "number", "min": 0}}},
+                {"numeric": {"scale": "robust"}},
+                {"estimator": "sklearn.linear_model.Ridge", "params": {"alpha": 1.0}},
+            ),
+            data={"src": {"sklearn": "diabetes"}},
+            task="regression",
+            gates=[{"metric": "r2", "min": 0.3}, {"metric": "rmse", "max": 80}],
+            name="diabetes",
+        )
+    )
+    _run_all(ALL)
+    metrics = _read(root, "artifacts/evaluate/metrics.json")
+    assert set(metrics) == {"r2", "mae", "rmse"}
+    assert 0.3 < metrics["r2"] < 1
+    plots = {p.name for p in (root / "artifacts/evaluate/plots").iterdir()}
+    assert {"residuals.csv", "residuals.png", "importance.csv"} <= plots
+    assert _read(root, "artifacts/register/registered.json")["alias"] == "candidate"
+
+
+def _messy_csv(path: Path) -> None:
+    rng = np.random.default_rng(0)
+    n = 300
+    colour = rng.choice(["red", "green", "blue"], n).astype(object)
+    size = rng.normal(10, 3, n)
+    label = ((colour == "red") | (size > 12)).astype(int)
+    colour[rng.random(n) < 0.1] = None
+    size[rng.random(n) < 0.1] = np.nan
+    frame = pd.DataFrame(
+        {
+            "id": np.arange(n),
+            "colour": colour,
+            "size": size,
+            "shape": rng.choice(["round", "square"], n),
+            "label": label,
+        }
+    )
+    frame.to_csv(path, index=False)
+
+
+@pytest.mark.parametrize(
+    ("categorical", "impute"),
+    [
+        ({"impute": "most_frequent", "encode": "onehot"}, "mean"),
+        ({"impute": "constant", "encode": "ordinal"}, "most_frequent"),
+    ],
+)
+def test_csv_with_categoricals_and_missing_values(
+    project, tmp_path, categorical, impute
+) -> None:
+    _messy_csv(tmp_path / "messy.csv")
+    root = project(
+        build_params(
+            _pipeline(
+                {
+                    "columns": {
+                        "id": {"unique": True, "type": "integer"},
+                        "colour": {
+                            "allowed": ["red", "green", "blue"],
+                            "max_null_share": 0.2,
+                        },
+                        "label": {"allowed": [0, 1]},
+                    }
+                },
+                {
+                    "numeric": {"impute": impute},
+                    "categorical": categorical,
+                    "drop": ["id"],
+                },
+                {"estimator": "sklearn.linear_model.LogisticRegression"},
+            ),
+            data={"src": {"path": "messy.csv"}},
+            target="label",
+            gates=[{"metric": "accuracy", "min": 0.7}],
+            name="messy",
+        )
+    )
+    _run_all(ALL)
+    assert _read(root, "artifacts/evaluate/metrics.json")["accuracy"] > 0.7
+    from stages import common
+
+    model = common.load_model_dir(
+        root / "artifacts/train/model", common.TRUSTED_MODULE_PREFIXES
+    )
+    probe = pd.DataFrame(
+        {
+            "colour": [None, "purple"],
+            "size": [np.nan, 11.0],
+            "shape": ["round", None],
+            "id": [1, 2],
+        }
+    )
+    assert len(model.predict(probe)) == 2
+
+
+def test_tune_then_train_uses_best_params(project) -> None:
+    space = {"C": [0.01, 0.1, 1.0, 10.0], "max_iter": [200, 500]}
+    lr = "sklearn.linear_model.LogisticRegression"
+    root = project(
+        build_params(
+            [
+                ("ingest", "ingest", {"source": "src"}),
+                ("preprocess", "preprocess", {}),
+                (
+                    "tune",
+                    "tune",
+                    {
+                        "estimator": lr,
+                        "method": "random",
+                        "space": space,
+                        "metric": "f1",
+                        "trials": 3,
+                        "cv": 3,
+                    },
+                ),
+                ("train", "train", {"estimator": lr, "params": {"C": 123.0}}),
+            ],
+            data={"src": {"sklearn": "breast_cancer"}},
+            name="tuned",
+        )
+    )
+    _run_all(["ingest", "preprocess", "tune", "train"])
+    trials = pd.read_csv(root / "artifacts/tune/trials.csv")
+    assert len(trials) == 3
+    best = _read(root, "artifacts/tune/best_params.json")
+    assert set(best) == {"C", "max_iter"} and best["C"] != 123.0
+    import mlflow
+
+    run = mlflow.get_run(_read(root, "artifacts/train/run.json")["run_id"])
+    assert float(run.data.params["C"]) == best["C"]
+    nested = mlflow.search_runs(
+        experiment_names=["tuned"], filter_string="tags.mlflow.parentRunId != ''"
+    )
+    assert len(nested) == 3

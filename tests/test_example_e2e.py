@@ -1,0 +1,140 @@
+"""The bundled example through `mlops run`: real DVC, real MLflow, real models."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import ROOT, mlops
+
+RAN = re.compile(r"\] (\S+): running")
+
+
+def _example(repo: Path) -> Path:
+    shutil.copy(ROOT / "mlops.yaml", repo / "mlops.yaml")
+    return repo
+
+
+def _registry(repo: Path, uri: str | None = None) -> list[dict[str, object]]:
+    """Model versions in the registry, read by a separate process."""
+    probe = (
+        "import json, mlflow\n"
+        f"client = mlflow.MlflowClient({uri!r} if {uri!r} else 'sqlite:///.mlops/mlflow.db')\n"
+        "out = []\n"
+        "for v in client.search_model_versions(\"name='cancer-classifier'\"):\n"
+        "    m = client.get_registered_model(v.name)\n"
+        "    aliases = [a for a, n in m.aliases.items() if n == v.version]\n"
+        "    out.append({'version': v.version, 'aliases': aliases, 'tags': v.tags})\n"
+        "print(json.dumps(out))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(proc.stdout.splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def test_example_runs_then_skips_then_reruns_only_downstream(repo: Path) -> None:
+    _example(repo)
+    first = mlops("run", cwd=repo).stdout
+    assert RAN.findall(first) == [
+        "ingest",
+        "validate",
+        "preprocess",
+        "train",
+        "evaluate",
+        "register",
+    ]
+    metrics = json.loads((repo / "artifacts/evaluate/metrics.json").read_text())
+    assert metrics["accuracy"] > 0.9
+    gates = json.loads((repo / "artifacts/evaluate/gates.json").read_text())
+    assert gates["passed"] is True
+    versions = _registry(repo)
+    assert len(versions) == 1 and versions[0]["aliases"] == ["candidate"]
+
+    second = mlops("run", cwd=repo).stdout
+    assert RAN.findall(second) == []
+    assert "6 stages, 0 ran, 6 unchanged" in second
+
+    spec = repo / "mlops.yaml"
+    spec.write_text(spec.read_text().replace("n_estimators: 200", "n_estimators: 50"))
+    third = mlops("run", cwd=repo).stdout
+    assert RAN.findall(third) == ["train", "evaluate", "register"]
+    assert len(_registry(repo)) == 2
+
+
+def test_failing_validation_stops_before_a_model_is_registered(repo: Path) -> None:
+    _example(repo)
+    spec = repo / "mlops.yaml"
+    spec.write_text(spec.read_text().replace("min: 0, max: 100,", "min: 0, max: 10,"))
+    proc = mlops("run", cwd=repo, check=False)
+    assert proc.returncode == 1
+    assert "stage 'validate' failed" in proc.stderr
+    assert re.search(r"column 'mean radius'.*max", proc.stdout)
+    assert not (repo / "artifacts/train").exists()
+    assert not (repo / "artifacts/register").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def tracking_server(tmp_path: Path) -> Iterator[str]:
+    """A real `mlflow server` on 127.0.0.1 with a SQLite backend."""
+    port = _free_port()
+    store = tmp_path / "server"
+    store.mkdir()
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "mlflow", "server",
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+            "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
+            "--artifacts-destination", str(store / "artifacts"),
+        ],
+        cwd=store, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:  # noqa: S310
+                    if r.status == 200:
+                        break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("mlflow server did not start") from None
+                time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_pipeline_against_a_tracking_server(
+    repo: Path, tracking_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _example(repo)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_server)
+    mlops("run", cwd=repo)
+    versions = _registry(repo, tracking_server)
+    assert len(versions) == 1 and versions[0]["aliases"] == ["candidate"]
+    assert not (
+        repo / ".mlops" / "mlflow.db"
+    ).exists()  # nothing went to the local store
