@@ -1,0 +1,306 @@
+"""Plan -> GitHub Actions workflows: review, promotion and deployment, monitoring.
+
+Three workflows, each hardened by default:
+
+- pull request: run the pipeline (restored from the DVC run-cache where it
+  can be), post the report as one updated comment, then fail on a failed gate;
+- push to main: run again from the run-cache, promote, then deploy in the
+  spec's GitHub environment;
+- schedule and manual dispatch: check for drift, open a retraining pull request.
+
+Every workflow grants no permissions at the top and each job only what it
+uses; every action is pinned by commit (runner.targets.pins); no expression is
+ever expanded inside a `run:` script, values reach scripts through `env:`;
+checkouts keep no credentials. Cloud credentials come from repository secrets
+(`ci.secrets`), not OIDC: the spec names no role to assume, so `id-token:
+write` would grant a token nothing uses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from runner.plan import Plan
+from runner.spec import Spec
+from runner.targets.pins import CHECKOUT, SETUP_CML, SETUP_PYTHON, UPLOAD_ARTIFACT, pin
+from runner.write import Commented, Plain
+
+WORKFLOWS = ".github/workflows"
+PULL_REQUEST_FILE = f"{WORKFLOWS}/mlops-pull-request.yml"
+MAIN_FILE = f"{WORKFLOWS}/mlops-main.yml"
+MONITOR_FILE = f"{WORKFLOWS}/mlops-monitor.yml"
+
+MAIN_BRANCH = "main"
+REPORT_DIR = "mlops-report"
+REPORT_FILE = f"{REPORT_DIR}/report.md"
+# Marks the pull request's one report comment, so each run updates it.
+COMMENT_TITLE = "mlops report"
+INSTALL = "python -m pip install -c constraints.txt -e ."
+# Bare `on` would be quoted by a YAML 1.1 writer; GitHub reads YAML 1.2.
+ON = Plain("on")
+
+READ = "read"
+
+
+def write_access(why: str) -> Commented:
+    """A `write` permission, with the reason it is granted beside it."""
+    return Commented("write", why)
+
+
+# -- GitHub expressions: built here and nowhere else -------------------------
+
+
+def expression(body: str) -> str:
+    """`${{ body }}`: a value GitHub substitutes before the job runs."""
+    return "${{ " + body + " }}"
+
+
+def context(*names: str) -> str:
+    """A dotted context path, e.g. context('github', 'repository')."""
+    return ".".join(names)
+
+
+def secret(name: str) -> str:
+    """The value of a repository secret."""
+    return expression(context("secrets", name))
+
+
+def concurrency_group(prefix: str, key: str) -> str:
+    """A concurrency group per value of key, e.g. one per pull request."""
+    return f"{prefix}-{expression(key)}"
+
+
+def equals(left: str, right: str) -> str:
+    """A comparison for `if:` (GitHub evaluates `if:` as an expression as is)."""
+    return f"{left} == {right}"
+
+
+PR_NUMBER = context("github", "event", "pull_request", "number")
+PR_HEAD_REPO = context("github", "event", "pull_request", "head", "repo", "full_name")
+REPOSITORY = context("github", "repository")
+TOKEN = expression(context("github", "token"))
+# Pull requests from forks get neither secrets nor a token that can write.
+SAME_REPOSITORY = equals(PR_HEAD_REPO, REPOSITORY)
+
+
+# -- steps -------------------------------------------------------------------
+
+
+def _uses(action: str, name: str, settings: dict[str, Any] | None = None) -> dict:
+    found = pin(action)
+    step: dict[str, Any] = {"name": name, "uses": Commented(found.ref, found.tag)}
+    if settings:
+        step["with"] = settings
+    return step
+
+
+def _run(
+    name: str,
+    script: str,
+    *,
+    env: dict[str, str] | None = None,
+    when: str | None = None,
+) -> dict[str, Any]:
+    step: dict[str, Any] = {"name": name}
+    if when:
+        step["if"] = when
+    if env:
+        step["env"] = env
+    step["run"] = script
+    return step
+
+
+def _checkout(full_history: bool = False) -> dict[str, Any]:
+    settings: dict[str, Any] = {"persist-credentials": False}
+    if full_history:
+        # The report compares this branch's metrics with main's.
+        settings = {"fetch-depth": 0, **settings}
+    return _uses(CHECKOUT, "Check out", settings)
+
+
+def _install(spec: Spec) -> list[dict[str, Any]]:
+    """Python and the project, checked to match its committed generated files."""
+    return [
+        _uses(SETUP_PYTHON, "Set up Python", {"python-version": spec.ci["python"]}),
+        _run("Install the project", INSTALL),
+        _run("Check the generated files are current", "mlops compile --check"),
+    ]
+
+
+def _setup(spec: Spec) -> list[dict[str, Any]]:
+    """The project installed, and DVC initialised with the spec's remote."""
+    # `mlops plan` initialises DVC and its remote, then says what would run.
+    return [*_install(spec), _run("Set up DVC and show the plan", "mlops plan")]
+
+
+def _pull(run_cache: bool = True) -> dict[str, Any]:
+    flags = " --run-cache" if run_cache else ""
+    return _run(
+        "Pull data and the run-cache from the DVC remote",
+        f"dvc pull{flags} --allow-missing",
+    )
+
+
+def _push(when: str | None = None) -> dict[str, Any]:
+    return _run(
+        "Push outputs and the run-cache to the DVC remote",
+        "dvc push --run-cache",
+        when=when,
+    )
+
+
+# -- jobs --------------------------------------------------------------------
+
+
+def _job(
+    spec: Spec,
+    name: str,
+    permissions: dict[str, str],
+    steps: list[dict[str, Any]],
+    **extra: Any,
+) -> dict[str, Any]:
+    job: dict[str, Any] = {"name": name, "runs-on": spec.ci["runs_on"], **extra}
+    job["permissions"] = permissions
+    env = _secrets_env(spec)
+    if env:
+        job["env"] = env
+    job["steps"] = steps
+    return job
+
+
+def _secrets_env(spec: Spec) -> dict[str, str]:
+    given = spec.ci.get("secrets") or {}
+    return {var: secret(given[var]) for var in sorted(given)}
+
+
+def _no_cancel(group: str) -> dict[str, Any]:
+    return {"group": group, "cancel-in-progress": False}
+
+
+def _workflow(name: str, on: dict[str, Any], **rest: Any) -> dict[str, Any]:
+    return {"name": name, ON: on, "permissions": {}, **rest}
+
+
+# -- workflows ---------------------------------------------------------------
+
+
+def _pull_request(spec: Spec) -> dict[str, Any]:
+    steps = [
+        _checkout(full_history=True),
+        *_setup(spec),
+        _uses(SETUP_CML, "Set up CML"),
+        _pull(),
+        _run("Run the pipeline", "mlops run"),
+        _push(when=SAME_REPOSITORY),
+        _run("Write the report", f"mlops report --output {REPORT_DIR}"),
+        _run(
+            "Add the report to the job summary",
+            f'cat {REPORT_FILE} >> "$GITHUB_STEP_SUMMARY"',
+        ),
+        _uses(
+            UPLOAD_ARTIFACT,
+            "Upload the report",
+            {"name": REPORT_DIR, "path": REPORT_DIR, "if-no-files-found": "error"},
+        ),
+        _run(
+            "Comment the report on the pull request",
+            f'cml comment update --watermark-title="{COMMENT_TITLE}" {REPORT_FILE}',
+            env={"REPO_TOKEN": TOKEN},
+            when=SAME_REPOSITORY,
+        ),
+        # Last, so that a failed gate still leaves its report on the PR.
+        _run("Check the gates", "mlops gates"),
+    ]
+    job = _job(
+        spec,
+        "Run, report and check the gates",
+        {
+            "contents": READ,
+            "pull-requests": write_access("post and update the report comment"),
+        },
+        steps,
+    )
+    return _workflow(
+        f"mlops: {spec.project.name} pull request",
+        {"pull_request": {"branches": [MAIN_BRANCH]}},
+        concurrency={
+            "group": concurrency_group("mlops-pr", PR_NUMBER),
+            "cancel-in-progress": True,
+        },
+        jobs={"run": job},
+    )
+
+
+def _main(spec: Spec) -> dict[str, Any]:
+    environment = spec.deploy["environment"]
+    promote = _job(
+        spec,
+        "Run from the run-cache and promote",
+        {"contents": READ},
+        [
+            _checkout(),
+            *_setup(spec),
+            _pull(),
+            _run("Run the pipeline", "mlops run"),
+            _push(),
+            _run("Promote the model", "mlops promote"),
+        ],
+        concurrency=_no_cancel("mlops-promote"),
+    )
+    deploy = _job(
+        spec,
+        f"Deploy to {environment}",
+        {"contents": READ},
+        [_checkout(), *_install(spec), _run("Deploy the model", "mlops deploy")],
+        needs="promote",
+        environment=environment,
+        concurrency=_no_cancel(f"mlops-deploy-{environment}"),
+    )
+    return _workflow(
+        f"mlops: {spec.project.name} main",
+        {"push": {"branches": [MAIN_BRANCH]}},
+        jobs={"promote": promote, "deploy": deploy},
+    )
+
+
+def _monitor(spec: Spec) -> dict[str, Any]:
+    retrain = bool(spec.monitoring["retrain"])
+    permissions: dict[str, str] = {"contents": READ}
+    env: dict[str, str] = {}
+    if retrain:
+        # Only this job writes: it pushes a branch and opens the retraining PR.
+        permissions = {
+            "contents": write_access("push the retraining branch"),
+            "pull-requests": write_access("open the retraining pull request"),
+        }
+        env = {"GITHUB_TOKEN": TOKEN, "GH_TOKEN": TOKEN}
+    job = _job(
+        spec,
+        "Check for drift",
+        permissions,
+        [
+            _checkout(),
+            *_setup(spec),
+            _pull(run_cache=False),
+            _run("Check for drift", "mlops monitor", env=env),
+        ],
+    )
+    return _workflow(
+        f"mlops: {spec.project.name} monitor",
+        {
+            "schedule": [{"cron": spec.monitoring["schedule"]}],
+            "workflow_dispatch": {},
+        },
+        concurrency=_no_cancel("mlops-monitor"),
+        jobs={"monitor": job},
+    )
+
+
+def compile_plan(plan: Plan) -> dict[str, dict[str, Any]]:
+    """The files of the GitHub Actions target, as data."""
+    spec = plan.spec
+    return {
+        PULL_REQUEST_FILE: _pull_request(spec),
+        MAIN_FILE: _main(spec),
+        MONITOR_FILE: _monitor(spec),
+    }

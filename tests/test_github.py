@@ -1,0 +1,317 @@
+"""The GitHub Actions target: real validators and the hardening rules, per case.
+
+Each generated workflow goes through zizmor (offline, pedantic persona), the
+GitHub workflow JSON schema (check-jsonschema) and actionlint, and must draw no
+finding; a deliberately bad workflow proves each validator's wiring catches one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from runner import compile as compiler
+from runner import spec as specs
+from runner import write
+from runner.targets import github, pins
+from tests.support import ROOT, SHARED, run
+
+GOLDEN = Path(__file__).parent / "golden"
+CASES = sorted(p.name for p in GOLDEN.iterdir() if (p / "mlops.yaml").exists())
+SPECS = {"repository": ROOT / "mlops.yaml"} | {
+    case: GOLDEN / case / "mlops.yaml" for case in CASES
+}
+TAGS_TABLE = SHARED / "reference" / "github-actions-tags.json"
+USES_LINE = re.compile(r"^\s*(?:- )?uses: (?P<ref>\S+)(?P<rest>.*)$")
+PINNED = re.compile(r"^(?P<action>[^@\s]+)@(?P<commit>[0-9a-f]{40}) # (?P<tag>\S+)$")
+# Jobs allowed a write permission, and which ones.
+WRITERS = {
+    github.PULL_REQUEST_FILE: {"run": {"pull-requests"}},
+    github.MONITOR_FILE: {"monitor": {"contents", "pull-requests"}},
+}
+
+BAD_WORKFLOW = """\
+name: bad
+on:
+  pull_request_target:
+jobs:
+  build:
+    runs-on: ubuntu-24.04
+    needs: missing-job
+    steps:
+      - uses: actions/checkout@v4
+        with:
+          ref: ${{ github.event.pull_request.head.sha }}
+      - run: echo "${{ github.event.pull_request.title }}"
+"""
+SCHEMA_INVALID_WORKFLOW = """\
+name: bad
+on: push
+jobs:
+  build:
+    runs-on: ubuntu-24.04
+    steps:
+      - name: neither uses nor run
+        with-typo: 1
+"""
+
+
+def _tool(name: str) -> str:
+    """A validator installed beside this interpreter (the dev extras)."""
+    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(
+        name
+    )
+    if found is None:
+        pytest.fail(
+            f"{name} is not installed: pip install -c constraints.txt -e '.[dev]'"
+        )
+    return found
+
+
+def _rendered(name: str) -> dict[str, str]:
+    files = compiler.render(specs.load(SPECS[name]))
+    return {p: t for p, t in files.items() if p.startswith(github.WORKFLOWS + "/")}
+
+
+def _written(name: str, root: Path) -> list[Path]:
+    paths = []
+    for rel, text in _rendered(name).items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+        paths.append(root / rel)
+    return sorted(paths)
+
+
+def _bad(root: Path, text: str) -> Path:
+    path = root / ".github" / "workflows" / "bad.yml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def _zizmor(paths: list[Path]) -> Any:
+    return run(
+        [_tool("zizmor"), "--offline", "--no-config", "--persona=pedantic",
+         "--format=plain", *map(str, paths)],
+        cwd=ROOT, check=False,
+    )  # fmt: skip
+
+
+def _schema(paths: list[Path]) -> Any:
+    return run(
+        [_tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows",
+         *map(str, paths)],
+        cwd=ROOT, check=False,
+    )  # fmt: skip
+
+
+def _actionlint(paths: list[Path]) -> Any:
+    return run(
+        [_tool("actionlint"), "-no-color", "-config-file", "/dev/null",
+         *map(str, paths)],
+        cwd=ROOT, check=False,
+    )  # fmt: skip
+
+
+def _report(proc: Any) -> str:
+    return f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+
+
+def _workflows(name: str) -> dict[str, dict[Any, Any]]:
+    return {rel: yaml.safe_load(text) for rel, text in _rendered(name).items()}
+
+
+def _steps(workflow: dict[Any, Any]) -> list[dict[str, Any]]:
+    return [step for job in workflow["jobs"].values() for step in job["steps"]]
+
+
+# -- the validators ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_zizmor_finds_nothing(name: str, tmp_path: Path) -> None:
+    proc = _zizmor(_written(name, tmp_path))
+    assert proc.returncode == 0, _report(proc)
+    assert "No findings to report" in proc.stdout, _report(proc)
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_workflow_schema_accepts(name: str, tmp_path: Path) -> None:
+    proc = _schema(_written(name, tmp_path))
+    assert proc.returncode == 0, _report(proc)
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_actionlint_finds_nothing(name: str, tmp_path: Path) -> None:
+    proc = _actionlint(_written(name, tmp_path))
+    assert proc.returncode == 0, _report(proc)
+    assert proc.stdout == "", _report(proc)
+
+
+def test_zizmor_catches_a_bad_workflow(tmp_path: Path) -> None:
+    proc = _zizmor([_bad(tmp_path, BAD_WORKFLOW)])
+    assert proc.returncode != 0, _report(proc)
+    for audit in ("dangerous-triggers", "template-injection", "unpinned-uses"):
+        assert audit in proc.stdout, _report(proc)
+
+
+def test_workflow_schema_catches_a_bad_workflow(tmp_path: Path) -> None:
+    proc = _schema([_bad(tmp_path, SCHEMA_INVALID_WORKFLOW)])
+    assert proc.returncode != 0, _report(proc)
+
+
+def test_actionlint_catches_a_bad_workflow(tmp_path: Path) -> None:
+    proc = _actionlint([_bad(tmp_path, BAD_WORKFLOW)])
+    assert proc.returncode != 0, _report(proc)
+    assert "missing-job" in proc.stdout, _report(proc)
+
+
+# -- the hardening rules -----------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_every_action_is_pinned_to_a_commit_of_its_tag(name: str) -> None:
+    if not TAGS_TABLE.exists():
+        pytest.skip(f"the reference table of action tags is absent: {TAGS_TABLE}")
+    table = json.loads(TAGS_TABLE.read_text())["actions"]
+    for rel, text in _rendered(name).items():
+        for line in text.splitlines():
+            uses = USES_LINE.match(line)
+            if uses is None:
+                continue
+            pinned = PINNED.match(uses["ref"] + uses["rest"])
+            assert pinned, f"{rel}: not pinned as `action@commit # tag`: {line}"
+            tags = table.get(pinned["action"], {})
+            assert tags.get(pinned["tag"]) == pinned["commit"], (
+                f"{rel}: {pinned['action']} {pinned['tag']} is not commit "
+                f"{pinned['commit']} in {TAGS_TABLE.name}"
+            )
+
+
+def test_pins_match_the_reference_table() -> None:
+    if not TAGS_TABLE.exists():
+        pytest.skip(f"the reference table of action tags is absent: {TAGS_TABLE}")
+    table = json.loads(TAGS_TABLE.read_text())["actions"]
+    for pin in pins.PINS:
+        assert table[pin.action][pin.tag] == pin.commit, pin
+        releases = [t for t in table[pin.action] if re.fullmatch(r"v\d+\.\d+\.\d+", t)]
+        newest = max(releases, key=lambda t: tuple(int(n) for n in t[1:].split(".")))
+        assert pin.tag == newest, f"{pin.action}: {newest} is newer than {pin.tag}"
+
+
+def test_an_unpinned_action_fails_loudly() -> None:
+    with pytest.raises(KeyError, match="is not pinned"):
+        pins.pin("actions/cache")
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_no_expression_inside_a_script(name: str) -> None:
+    for rel, workflow in _workflows(name).items():
+        for step in _steps(workflow):
+            assert "${{" not in step.get("run", ""), f"{rel}: {step['name']}"
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_triggers_are_safe(name: str) -> None:
+    for rel, text in _rendered(name).items():
+        assert "pull_request_target" not in text, rel
+        assert "\non:\n" in text, f"{rel}: the `on` key is not written plain"
+        assert "workflow_run" not in text, rel
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_permissions_are_least_privilege(name: str) -> None:
+    for rel, workflow in _workflows(name).items():
+        top = workflow["permissions"]
+        assert all(v in ("read", "none") for v in top.values()), rel
+        for job_name, job in workflow["jobs"].items():
+            assert "permissions" in job, f"{rel}: {job_name} inherits permissions"
+            writes = {k for k, v in job["permissions"].items() if v == "write"}
+            allowed = WRITERS.get(rel, {}).get(job_name, set())
+            assert writes <= allowed, f"{rel}: {job_name} may write {writes}"
+            assert "id-token" not in job["permissions"], f"{rel}: {job_name}"
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_checkouts_keep_no_credentials(name: str) -> None:
+    for rel, workflow in _workflows(name).items():
+        for step in _steps(workflow):
+            if step.get("uses", "").startswith(pins.CHECKOUT + "@"):
+                assert step["with"]["persist-credentials"] is False, rel
+
+
+def test_pull_request_workflow_reports_before_the_gates() -> None:
+    workflow = _workflows("repository")[github.PULL_REQUEST_FILE]
+    assert workflow["concurrency"] == {
+        "group": "mlops-pr-${{ github.event.pull_request.number }}",
+        "cancel-in-progress": True,
+    }
+    steps = workflow["jobs"]["run"]["steps"]
+    runs = [s.get("run", "") for s in steps]
+    comment = next(i for i, r in enumerate(runs) if r.startswith("cml comment update"))
+    assert steps[comment]["if"] == github.SAME_REPOSITORY
+    assert "REPO_TOKEN" in steps[comment]["env"]
+    assert runs.index("mlops run") < comment < runs.index("mlops gates")
+    assert runs[-1] == "mlops gates"
+    assert steps[0]["with"]["fetch-depth"] == 0
+    assert "dvc pull --run-cache --allow-missing" in runs
+
+
+def test_main_workflow_deploys_after_promotion_in_the_environment() -> None:
+    spec = specs.load(SPECS["repository"])
+    jobs = _workflows("repository")[github.MAIN_FILE]["jobs"]
+    deploy = jobs["deploy"]
+    assert deploy["needs"] == "promote"
+    assert deploy["environment"] == spec.deploy["environment"]
+    assert deploy["concurrency"]["cancel-in-progress"] is False
+    assert [s.get("run") for s in jobs["promote"]["steps"]][-1] == "mlops promote"
+    assert [s.get("run") for s in deploy["steps"]][-1] == "mlops deploy"
+
+
+def test_monitor_runs_on_the_spec_schedule_and_on_demand() -> None:
+    spec = specs.load(SPECS["repository"])
+    triggers = _workflows("repository")[github.MONITOR_FILE][True]  # YAML 1.1 `on`
+    assert triggers["schedule"] == [{"cron": spec.monitoring["schedule"]}]
+    assert "workflow_dispatch" in triggers
+
+
+def test_secrets_reach_the_jobs_through_env() -> None:
+    workflows = _workflows("regression-tune")
+    job = workflows[github.MAIN_FILE]["jobs"]["promote"]
+    assert job["env"]["MLFLOW_TRACKING_URI"] == "${{ secrets.MLFLOW_TRACKING_URI }}"
+    # A reference to a secret by name, not a password.
+    assert job["env"]["MLFLOW_TRACKING_TOKEN"] == "${{ secrets.MLFLOW_TOKEN }}"  # noqa: S105
+    monitor = workflows[github.MONITOR_FILE]["jobs"]["monitor"]  # retrain: false
+    assert monitor["permissions"] == {"contents": "read"}
+
+
+def test_expression_helpers() -> None:
+    assert github.secret("X") == "${{ secrets.X }}"
+    assert github.concurrency_group("g", "a.b") == "g-${{ a.b }}"
+
+
+def test_writer_keeps_on_plain_and_comments_beside_values() -> None:
+    text = write.render(
+        {
+            write.Plain("on"): {"push": {}},
+            "a": write.Commented("x@1", "v1"),
+            "b": "on",
+            "c": write.Commented("write", "why"),
+        }
+    )
+    assert text.splitlines()[1:] == [
+        "on:",
+        "  push: {}",
+        "a: x@1 # v1",
+        "b: 'on'",
+        "c: write # why",
+    ]
+    with pytest.raises(ValueError, match="one line"):
+        write.Commented("a\nb", "c")
