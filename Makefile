@@ -3,6 +3,8 @@
 #   make test  set up .venv and run the whole test suite
 PYTHON ?= python3.11
 VENV := .venv
+# checkov lives in its own venv: it downgrades packages dvc needs.
+CHECKOV := .tools/checkov/bin/checkov
 BIN := $(VENV)/bin
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
@@ -19,10 +21,15 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
+$(CHECKOV):
+	$(PYTHON) -m venv .tools/checkov
+	.tools/checkov/bin/python -m pip install --quiet checkov==3.3.30
+	touch $@
+
 run: setup
 	$(BIN)/mlops run
 
-test: setup
+test: setup $(CHECKOV)
 	$(BIN)/python -m pytest
 
 lint: setup

@@ -108,6 +108,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_submit(args: argparse.Namespace) -> int:
+    import os
+
+    from runner import argo_submit
+    from runner import plan as planner
+
+    plan = planner.build(_load(args))
+    name = argo_submit.run(
+        plan,
+        os.environ,
+        say,
+        dry=args.dry_run,
+        repo=args.repo,
+        revision=args.revision,
+    )
+    if not args.dry_run:
+        say(f"submitted workflow {name}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mlops",
@@ -123,6 +143,7 @@ def parser() -> argparse.ArgumentParser:
         ("compile", "write dvc.yaml and params.yaml from mlops.yaml", cmd_compile),
         ("plan", "show which stages would run and why, without running them", cmd_plan),
         ("run", "compile, set up git and DVC if needed, and run the pipeline", cmd_run),
+        ("submit", "send the pipeline to an Argo Server and start a run", cmd_submit),
     ]
     for name, help_text, func in commands:
         c = sub.add_parser(name, help=help_text, description=help_text)
@@ -139,6 +160,18 @@ def parser() -> argparse.ArgumentParser:
         if name == "run":
             c.add_argument(
                 "--force", action="store_true", help="run every stage even if unchanged"
+            )
+        if name == "submit":
+            c.add_argument(
+                "--dry-run",
+                action="store_true",
+                help="print the HTTP requests that would be sent; send nothing",
+            )
+            c.add_argument(
+                "--revision", help="git commit to run (default: the checked-out HEAD)"
+            )
+            c.add_argument(
+                "--repo", help="git URL to clone (default: argo.repo, else origin)"
             )
     return p
 

@@ -9,11 +9,15 @@ from typing import Any
 from runner import plan as planner
 from runner import write
 from runner.spec import Spec
-from runner.targets import dvc
+from runner.targets import argo, dvc, github
 
 Target = Callable[[planner.Plan], Mapping[str, Mapping[str, Any]]]
 # Each target is a pure function: plan in, {path: data} out.
-TARGETS: tuple[Target, ...] = (dvc.compile_plan,)
+TARGETS: tuple[Target, ...] = (
+    dvc.compile_plan,
+    argo.compile_plan,
+    github.compile_plan,
+)
 
 
 def render(spec: Spec) -> dict[str, str]:

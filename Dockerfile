@@ -1,0 +1,27 @@
+# The image every Argo task runs in (argo.image in mlops.yaml): the project's
+# pinned dependencies, git to clone the commit a workflow runs, and a non-root
+# user whose uid matches runAsUser in the generated manifests (10001).
+#   docker build -t <project name>:latest .
+FROM python:3.11-slim
+
+RUN apt-get update \
+    && apt-get install --yes --no-install-recommends git ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --gid 10001 mlops \
+    && useradd --uid 10001 --gid 10001 --create-home --shell /usr/sbin/nologin mlops
+
+WORKDIR /opt/mlops
+COPY pyproject.toml constraints.txt README.md ./
+COPY runner ./runner
+COPY stages ./stages
+COPY schema ./schema
+# Editable, so that runner finds schema/ beside it as in a checkout.
+RUN pip install --no-cache-dir -c constraints.txt -e . \
+    && mkdir /workspace && chown 10001:10001 /workspace
+
+ENV DVC_NO_ANALYTICS=1 \
+    MLFLOW_DISABLE_TELEMETRY=true \
+    PYTHONDONTWRITEBYTECODE=1 \
+    HOME=/workspace
+USER 10001:10001
+WORKDIR /workspace

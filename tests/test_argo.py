@@ -1,0 +1,333 @@
+"""The Argo target: valid for Argo, secure by default, and the same DAG as dvc.yaml."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import subprocess
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from jsonschema import validators
+
+from runner import compile as compiler
+from runner import plan as planner
+from runner import spec as specs
+from runner.targets import argo
+from tests.support import ROOT, SHARED
+from tests.test_properties import _spec_text, pipelines
+
+REFERENCE = SHARED / "reference" / "argo-workflows-v4.1.2"
+GOLDEN = ROOT / "tests" / "golden"
+CASES = sorted(p.name for p in GOLDEN.iterdir() if (p / "mlops.yaml").exists())
+CHECKOV = ROOT / ".tools" / "checkov" / "bin" / "checkov"
+KINDS = {
+    argo.TEMPLATE_FILE: "WorkflowTemplate",
+    argo.CRON_FILE: "CronWorkflow",
+    argo.WORKFLOW_FILE: "Workflow",
+}
+K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def _manifests(case: str) -> dict[str, dict[str, Any]]:
+    rendered = compiler.render(specs.load(GOLDEN / case / "mlops.yaml"))
+    return {p: yaml.safe_load(t) for p, t in rendered.items() if p.startswith("argo/")}
+
+
+def _closed(node: Any) -> Any:
+    """Argo decodes strictly: a field the schema does not list is an error."""
+    if isinstance(node, dict):
+        node = {k: _closed(v) for k, v in node.items()}
+        if "properties" in node and "additionalProperties" not in node:
+            node["additionalProperties"] = False
+    elif isinstance(node, list):
+        node = [_closed(v) for v in node]
+    return node
+
+
+@cache
+def _argo_definitions() -> dict[str, Any]:
+    if not (REFERENCE / "schema.json").exists():
+        pytest.skip(f"../shared/reference is absent: no Argo schema at {REFERENCE}")
+    schema = json.loads((REFERENCE / "schema.json").read_text())
+    return dict(_closed(schema["definitions"]))
+
+
+def _validate(kind: str, manifest: dict[str, Any]) -> list[str]:
+    schema = {
+        "$ref": f"#/definitions/io.argoproj.workflow.v1alpha1.{kind}",
+        "definitions": _argo_definitions(),
+    }
+    validator = validators.validator_for(schema)(schema)
+    return [
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+        for e in validator.iter_errors(manifest)
+    ]
+
+
+def _sdk_round_trip(kind: str, manifest: dict[str, Any]) -> dict[str, Any]:
+    from argo_workflows import models
+    from argo_workflows.api_client import ApiClient
+    from argo_workflows.configuration import Configuration
+    from argo_workflows.model_utils import validate_and_convert_types
+
+    model = getattr(models, f"IoArgoprojWorkflowV1alpha1{kind}")
+    obj = validate_and_convert_types(
+        copy.deepcopy(manifest), (model,), ["manifest"], True, True, Configuration()
+    )
+    return dict(ApiClient.sanitize_for_serialization(obj))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_manifests_validate_against_argo_schema_and_sdk(case: str) -> None:
+    manifests = _manifests(case)
+    assert set(manifests) == set(KINDS)
+    for path, manifest in manifests.items():
+        kind = KINDS[path]
+        assert manifest["kind"] == kind
+        assert _validate(kind, manifest) == [], path
+        assert _sdk_round_trip(kind, manifest) == manifest, path
+
+
+def test_the_closed_schema_rejects_an_unknown_field() -> None:
+    manifest = _manifests("example")[argo.TEMPLATE_FILE]
+    manifest["spec"]["templates"][1]["container"]["imagePullPolcy"] = "Always"
+    assert any("imagePullPolcy" in e for e in _validate("WorkflowTemplate", manifest))
+
+
+def _lint(spec: dict[str, Any]) -> None:
+    """What `argo lint` checks beyond the schema, for one workflow spec."""
+    templates = {t["name"]: t for t in spec["templates"]}
+    assert len(templates) == len(spec["templates"]), "duplicate template names"
+    assert spec["entrypoint"] in templates
+    for name in templates:
+        assert K8S_NAME.match(name) and len(name) <= 63, name
+    for template in templates.values():
+        tasks = template.get("dag", {}).get("tasks", [])
+        names = {t["name"] for t in tasks}
+        graph = {t["name"]: set(t.get("dependencies", [])) for t in tasks}
+        for task in tasks:
+            assert K8S_NAME.match(task["name"]) and len(task["name"]) <= 63
+            assert task["template"] in templates
+            assert graph[task["name"]] <= names, task
+        done: set[str] = set()
+        while len(done) < len(graph):  # peel off tasks whose dependencies are done
+            ready = {n for n, deps in graph.items() if n not in done and deps <= done}
+            assert ready, f"cycle among {sorted(set(graph) - done)}"
+            done |= ready
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_manifests_pass_the_linters_semantic_checks(case: str) -> None:
+    manifests = _manifests(case)
+    template = manifests[argo.TEMPLATE_FILE]
+    _lint(template["spec"])
+    _lint(manifests[argo.CRON_FILE]["spec"]["workflowSpec"])
+    ref = manifests[argo.WORKFLOW_FILE]["spec"]["workflowTemplateRef"]["name"]
+    assert ref == template["metadata"]["name"]
+    for manifest in manifests.values():
+        name = manifest["metadata"].get("name") or manifest["metadata"]["generateName"]
+        assert len(name) <= 63
+
+
+def _dvc_edges(dvc: dict[str, Any]) -> set[tuple[str, str]]:
+    """Edges as DVC derives them: a stage depends on whoever writes what it reads."""
+
+    def paths(entries: list[Any]) -> list[str]:
+        return [e if isinstance(e, str) else next(iter(e)) for e in entries]
+
+    writers = {
+        path: name
+        for name, stage in dvc["stages"].items()
+        for key in ("outs", "metrics", "plots")
+        for path in paths(stage.get(key, []))
+    }
+    edges = set()
+    for name, stage in dvc["stages"].items():
+        for dep in stage.get("deps", []):
+            for out, writer in writers.items():
+                related = dep == out or dep.startswith(out + "/")
+                if (related or out.startswith(dep + "/")) and writer != name:
+                    edges.add((writer, name))
+    return edges
+
+
+def _assert_parity(rendered: dict[str, str]) -> None:
+    dvc = yaml.safe_load(rendered["dvc.yaml"])
+    template = yaml.safe_load(rendered[argo.TEMPLATE_FILE])
+    templates = {t["name"]: t for t in template["spec"]["templates"]}
+    tasks = templates[argo.ENTRYPOINT]["dag"]["tasks"]
+    assert [t["name"] for t in tasks] == list(dvc["stages"])
+    argo_edges = {(d, t["name"]) for t in tasks for d in t.get("dependencies", [])}
+    assert argo_edges == _dvc_edges(dvc)
+    for task in tasks:
+        stage = templates[task["template"]]
+        script = stage["container"]["args"][0]
+        # The task runs that one stage of dvc.yaml, so runs its exact command.
+        assert f"dvc repro --pull --allow-missing {task['name']}\n" in script
+        assert f"dvc push --run-cache {task['name']}\n" in script
+        cmd = stage["metadata"]["annotations"][argo.ANNOTATION_CMD]
+        assert cmd == dvc["stages"][task["name"]]["cmd"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_argo_dag_is_the_dvc_dag(case: str) -> None:
+    _assert_parity(compiler.render(specs.load(GOLDEN / case / "mlops.yaml")))
+
+
+@settings(max_examples=40, deadline=None)
+@given(pipelines())
+def test_argo_dag_is_the_dvc_dag_for_any_pipeline(
+    stages: dict[str, dict[str, object]],
+) -> None:
+    spec = specs.parse(_spec_text(stages))
+    rendered = compiler.render(spec)
+    _assert_parity(rendered)
+    plan = planner.build(spec)
+    tasks = yaml.safe_load(rendered[argo.TEMPLATE_FILE])["spec"]["templates"][0]
+    deps = {
+        (d, t["name"]) for t in tasks["dag"]["tasks"] for d in t.get("dependencies", [])
+    }
+    assert deps == set(plan.edges)
+
+
+def _pods(case: str) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    manifests = _manifests(case)
+    specs_ = [
+        manifests[argo.TEMPLATE_FILE]["spec"],
+        manifests[argo.CRON_FILE]["spec"]["workflowSpec"],
+    ]
+    return [(s, [t for t in s["templates"] if "container" in t]) for s in specs_]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_every_pod_meets_the_restricted_pod_security_standard(case: str) -> None:
+    for spec, templates in _pods(case):
+        pod = spec["securityContext"]
+        assert pod["runAsNonRoot"] is True and pod["runAsUser"] > 0
+        assert pod["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert spec["automountServiceAccountToken"] is False
+        assert spec["serviceAccountName"] not in ("", "default")
+        assert spec["executor"]["serviceAccountName"] == spec["serviceAccountName"]
+        for template in templates:
+            ctx = template["container"]["securityContext"]
+            assert ctx["allowPrivilegeEscalation"] is False
+            assert ctx["capabilities"] == {"drop": ["ALL"]}
+            assert ctx["runAsNonRoot"] is True and ctx["runAsUser"] > 0
+            assert ctx["seccompProfile"] == {"type": "RuntimeDefault"}
+            for env in template["container"]["env"]:
+                assert "value" in env or set(env["valueFrom"]) == {"secretKeyRef"}
+
+
+SETTINGS = """\
+argo:
+  image: registry.example.com/team/p:1.0
+  service_account: runner
+  parallelism: 2
+  node_selector: {pool: ml}
+  tolerations: [{key: gpu, operator: Exists, effect: NoSchedule}]
+  resources: {cpu: "2", memory: 4Gi}
+  secrets: {AWS_ACCESS_KEY_ID: aws/id, MLFLOW_TRACKING_URI: mlflow/uri}
+"""
+
+
+def test_stage_and_workflow_settings_reach_the_manifest() -> None:
+    text = _spec_text(
+        {
+            "prep": {"run": "python prep.py", "outs": ["out/prep"]},
+            "fit": {
+                "run": "python fit.py",
+                "needs": ["prep"],
+                "outs": ["out/fit"],
+                "resources": {"memory": "16Gi", "gpu": 1},
+                "retries": 3,
+                "timeout": 7200,
+                "secrets": {"MLFLOW_TRACKING_URI": "mlflow-prod/uri"},
+            },
+        }
+    )
+    manifests = argo.compile_plan(planner.build(specs.parse(text + SETTINGS)))
+    spec = manifests[argo.TEMPLATE_FILE]["spec"]
+    assert spec["parallelism"] == 2 and spec["serviceAccountName"] == "runner"
+    assert spec["nodeSelector"] == {"pool": "ml"}
+    assert spec["tolerations"] == [
+        {"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+    prep, fit = (t for t in spec["templates"] if "container" in t)
+    assert prep["container"]["image"] == "registry.example.com/team/p:1.0"
+    assert "retryStrategy" not in prep and "activeDeadlineSeconds" not in prep
+    assert fit["container"]["resources"] == {
+        "requests": {"cpu": "2", "memory": "16Gi"},
+        "limits": {"cpu": "2", "memory": "16Gi", "nvidia.com/gpu": "1"},
+    }
+    assert fit["retryStrategy"]["limit"] == "3"
+    assert fit["retryStrategy"]["backoff"] == argo.BACKOFF
+    assert fit["activeDeadlineSeconds"] == "7200"
+    secret_env = {
+        e["name"]: e["valueFrom"]["secretKeyRef"]
+        for e in fit["container"]["env"]
+        if "valueFrom" in e
+    }
+    assert secret_env == {
+        "AWS_ACCESS_KEY_ID": {"name": "aws", "key": "id"},
+        "MLFLOW_TRACKING_URI": {"name": "mlflow-prod", "key": "uri"},
+    }
+    for path, manifest in manifests.items():
+        assert _validate(KINDS[path], manifest) == [], path
+
+
+def test_parameters_reach_the_script_only_through_the_environment() -> None:
+    manifests = _manifests("example")
+    for template in manifests[argo.TEMPLATE_FILE]["spec"]["templates"][1:]:
+        assert "{{" not in template["container"]["args"][0]
+    env = manifests[argo.TEMPLATE_FILE]["spec"]["templates"][1]["container"]["env"]
+    values = {e["name"]: e.get("value") for e in env}
+    assert values["MLOPS_REVISION"] == argo.workflow_param(argo.P_REVISION)
+    assert values["MLOPS_REPO"] == "{{workflow.parameters.repo}}"
+    assert manifests[argo.CRON_FILE]["spec"]["schedules"] == ["0 6 * * 1"]
+
+
+def _checkov_results(report: Any) -> tuple[list[Any], list[Any]]:
+    reports = report if isinstance(report, list) else [report]
+    passed: list[Any] = []
+    failed: list[Any] = []
+    for r in reports:
+        if r.get("check_type") == "argo_workflows":
+            passed += r["results"].get("passed_checks", [])
+            failed += r["results"]["failed_checks"]
+    return passed, failed
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_checkov_argo_checks_pass(case: str, tmp_path: Path) -> None:
+    if not CHECKOV.exists():
+        pytest.skip(f"checkov is absent: run `make {CHECKOV.relative_to(ROOT)}`")
+    for rel, text in compiler.render(specs.load(GOLDEN / case / "mlops.yaml")).items():
+        if rel.startswith("argo/"):
+            (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / rel).write_text(text)
+    proc = subprocess.run(
+        [
+            str(CHECKOV),
+            *("--framework", "argo_workflows", "--skip-download"),
+            *("--check", "CKV_ARGO_1,CKV_ARGO_2", "-o", "json"),
+            *("-d", str(tmp_path / "argo")),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    passed, failed = _checkov_results(json.loads(proc.stdout))
+    assert failed == [], [(f["check_id"], f["file_path"]) for f in failed]
+    # The template and the workflow (checkov does not read CronWorkflows).
+    assert {(p["check_id"], p["file_path"]) for p in passed} == {
+        (check, f"/{name}")
+        for check in ("CKV_ARGO_1", "CKV_ARGO_2")
+        for name in ("workflow-template.yaml", "workflow.yaml")
+    }
