@@ -37,10 +37,13 @@ def timed(args: list[str], cwd: Path) -> float:
 
 
 def copy_example(dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
     for name in ("mlops.yaml", "stages", "schema"):
         src = ROOT / name
         if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(
+                src, dest / name, ignore=shutil.ignore_patterns("__pycache__")
+            )
         else:
             shutil.copy(src, dest / name)
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
