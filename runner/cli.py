@@ -100,6 +100,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for line in engine.prepare(root, plan):
         say(line)
     outcome = engine.repro(root, plan, say, force=args.force)
+    engine.record(root, outcome)
     say(
         f"mlops run: {len(plan.stages)} stages, {len(outcome.ran)} ran, "
         f"{len(outcome.unchanged)} unchanged, {len(outcome.restored)} restored "

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from runner.errors import RunError
@@ -142,12 +142,22 @@ def status(root: Path) -> Status:
     return Status(reasons)
 
 
+LAST_RUN = ".mlops/last-run.json"
+
+
 @dataclass
 class Outcome:
     ran: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     restored: list[str] = field(default_factory=list)
     seconds: float = 0.0
+
+
+def record(root: Path, outcome: Outcome) -> None:
+    """Keep what the last run did (for `mlops report`: ran or cached)."""
+    from runner.write import write_atomic
+
+    write_atomic(root / LAST_RUN, json.dumps(asdict(outcome), indent=2) + "\n")
 
 
 def _lines(proc: subprocess.Popen[str]) -> Iterator[str]:
