@@ -10,8 +10,12 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from runner.errors import RunError, SpecError
+
+if TYPE_CHECKING:
+    from runner.plan import Plan
 
 EXIT_SPEC = 2
 EXIT_FAILED = 1
@@ -54,7 +58,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_plan(args: argparse.Namespace) -> int:
+def _compiled_repo(args: argparse.Namespace) -> tuple[Plan, Path]:
+    """Compile the spec and make its folder a git + DVC repository, saying so."""
     from runner import compile as compiler
     from runner import engine
     from runner import plan as planner
@@ -67,6 +72,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
         say(f"compiled {', '.join(written)}")
     for line in engine.prepare(root, plan):
         say(line)
+    return plan, root
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from runner import engine
+
+    plan, root = _compiled_repo(args)
     status = engine.status(root)
     will_run = status.will_run(plan)
     say(f"{len(will_run)} of {len(plan.stages)} stages would run:")
@@ -87,18 +99,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from runner import compile as compiler
     from runner import engine
-    from runner import plan as planner
 
-    spec = _load(args)
-    root = _root(args)
-    plan = planner.build(spec)
-    written = compiler.compile_to(spec, root)
-    if written:
-        say(f"compiled {', '.join(written)}")
-    for line in engine.prepare(root, plan):
-        say(line)
+    plan, root = _compiled_repo(args)
     outcome = engine.repro(root, plan, say, force=args.force)
     engine.record(root, outcome)
     say(
