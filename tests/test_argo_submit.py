@@ -131,6 +131,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def _serve(server: FakeArgo) -> Iterator[FakeArgo]:
+    _swagger()  # skip here, in the test's thread, when the reference is absent
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
