@@ -29,7 +29,17 @@ $(CHECKOV):
 run: setup
 	$(BIN)/mlops run
 
-test: setup $(CHECKOV)
+# Chromium renders the report in tests/test_report.py; installed only as root,
+# otherwise that one test is skipped.
+.tools/chromium.stamp:
+	@if command -v chromium >/dev/null; then mkdir -p .tools && touch $@; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium \
+	    fonts-noto-color-emoji && mkdir -p .tools && touch $@; \
+	else echo "chromium is missing (not root): the report render test will skip"; fi
+
+test: setup $(CHECKOV) .tools/chromium.stamp
 	$(BIN)/python -m pytest
 
 lint: setup
