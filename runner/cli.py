@@ -132,6 +132,49 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from runner import plan as planner
+    from runner import report
+
+    plan = planner.build(_load(args))
+    written = report.write(_root(args), plan, args.base, Path(args.output))
+    say(f"wrote {written} (base: {args.base})")
+    return 0
+
+
+def cmd_gates(args: argparse.Namespace) -> int:
+    from runner import plan as planner
+    from runner import report
+
+    plan = planner.build(_load(args))
+    lines, ok = report.gate_lines(report.load_gates(_root(args), plan))
+    for line in lines:
+        say(line)
+    return 0 if ok else EXIT_FAILED
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from runner import release
+
+    return release.run_module(_root(args), "promote", [])
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from runner import release
+
+    return release.run_module(_root(args), "audit", release.history_args(args))
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    import os
+
+    from runner import release
+
+    spec = _load(args)
+    argv = release.deploy_args(args, spec.deploy, os.environ)
+    return release.run_module(_root(args), "deploy", argv)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mlops",
@@ -148,6 +191,11 @@ def parser() -> argparse.ArgumentParser:
         ("plan", "show which stages would run and why, without running them", cmd_plan),
         ("run", "compile, set up git and DVC if needed, and run the pipeline", cmd_run),
         ("submit", "send the pipeline to an Argo Server and start a run", cmd_submit),
+        ("promote", "gate the candidate model and move production to it", cmd_promote),
+        ("history", "list promotions, or which model served at a date", cmd_history),
+        ("deploy", "serve the production model and smoke-test it", cmd_deploy),
+        ("report", "write a Markdown report of the last run", cmd_report),
+        ("gates", "show the gate verdicts; exit 1 if any failed", cmd_gates),
     ]
     for name, help_text, func in commands:
         c = sub.add_parser(name, help=help_text, description=help_text)
@@ -161,9 +209,24 @@ def parser() -> argparse.ArgumentParser:
                 action="store_true",
                 help="write nothing; fail if a generated file is stale",
             )
+        if name in ("history", "deploy"):
+            from runner import release
+
+            release.add_flags(c, name)
         if name == "run":
             c.add_argument(
                 "--force", action="store_true", help="run every stage even if unchanged"
+            )
+        if name == "report":
+            c.add_argument(
+                "--output",
+                default=".mlops/report",
+                help="folder for report.md and its images (default: .mlops/report)",
+            )
+            c.add_argument(
+                "--base",
+                default="main",
+                help="git revision to diff metrics and params against (default: main)",
             )
         if name == "submit":
             c.add_argument(

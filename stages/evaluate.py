@@ -138,11 +138,18 @@ def production_metrics(
         version = client.get_model_version_by_alias(name, alias)
     except MlflowException:
         return None
+    return version_metrics(params, f"models:/{name}/{version.version}", test, names)
+
+
+def version_metrics(
+    params: Mapping[str, Any], model_uri: str, test: pd.DataFrame, names: Sequence[str]
+) -> dict[str, float]:
+    """Download a registered model, load it through the allow-list and score it."""
+    import mlflow
+
     proj = common.project(params)
     with tempfile.TemporaryDirectory() as tmp:
-        local = mlflow.artifacts.download_artifacts(
-            f"models:/{name}/{version.version}", dst_path=tmp
-        )
+        local = mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp)
         model = common.load_model_dir(local, common.project_allow(params))
         metrics, *_ = score(model, test, proj["target"], proj["task"], names)
     return metrics

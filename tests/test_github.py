@@ -272,7 +272,7 @@ def test_main_workflow_deploys_after_promotion_in_the_environment() -> None:
     assert deploy["environment"] == spec.deploy["environment"]
     assert deploy["concurrency"]["cancel-in-progress"] is False
     assert [s.get("run") for s in jobs["promote"]["steps"]][-1] == "mlops promote"
-    assert [s.get("run") for s in deploy["steps"]][-1] == "mlops deploy"
+    assert [s.get("run") for s in deploy["steps"]][-1] == "mlops deploy --check-only"
 
 
 def test_monitor_runs_on_the_spec_schedule_and_on_demand() -> None:

@@ -251,7 +251,11 @@ def _main(spec: Spec) -> dict[str, Any]:
         spec,
         f"Deploy to {environment}",
         {"contents": READ},
-        [_checkout(), *_install(spec), _run("Deploy the model", "mlops deploy")],
+        [
+            _checkout(),
+            *_install(spec),
+            _run("Deploy the model", "mlops deploy --check-only"),
+        ],
         needs="promote",
         environment=environment,
         concurrency=_no_cancel(f"mlops-deploy-{environment}"),

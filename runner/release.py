@@ -1,0 +1,122 @@
+"""`mlops promote`, `mlops history` and `mlops deploy`: run the release modules.
+
+The work needs MLflow and scikit-learn, which the runner never imports; like
+DVC running a stage, the CLI starts ``python -m stages.<module>`` from the
+repository root with :func:`runner.engine.environment` and passes its exit
+code through.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from runner.errors import RunError
+
+PORT_ENV = "MLOPS_DEPLOY_PORT"
+SUPPORTED_TARGETS = ("mlflow-serve",)
+# How long a module gets to clean up (stop its server) after Ctrl-C.
+GRACE_SECONDS = 30
+
+
+def add_flags(c: argparse.ArgumentParser, name: str) -> None:
+    """The options of the release commands."""
+    if name == "history":
+        c.add_argument(
+            "--at",
+            metavar="WHEN",
+            help="which model served at this date or UTC datetime (a date means "
+            "the end of that day), trained on which data and code",
+        )
+        c.add_argument("--all", action="store_true", help="show refused ones too")
+        c.add_argument("--json", action="store_true", help="one JSON entry per line")
+    if name == "deploy":
+        c.add_argument(
+            "--check-only",
+            action="store_true",
+            help="start the server, smoke-test /invocations, stop it (what CI runs)",
+        )
+        c.add_argument("--host", help="address to listen on (default: deploy.host)")
+        c.add_argument(
+            "--port",
+            type=int,
+            help=f"port to listen on (default: ${PORT_ENV}, else deploy.port)",
+        )
+        c.add_argument(
+            "--timeout",
+            type=float,
+            default=120.0,
+            help="seconds to wait for the server to answer /ping (default: 120)",
+        )
+
+
+def history_args(args: argparse.Namespace) -> list[str]:
+    """Arguments for ``python -m stages.audit``."""
+    out = ["--at", args.at] if args.at else []
+    return out + ["--all"] * bool(args.all) + ["--json"] * bool(args.json)
+
+
+def deploy_args(
+    args: argparse.Namespace, deploy: Mapping[str, Any], env: Mapping[str, str]
+) -> list[str]:
+    """Arguments for ``python -m stages.deploy``: flags, then env, then the spec."""
+    target = deploy.get("target", "mlflow-serve")
+    if target not in SUPPORTED_TARGETS:
+        raise RunError(f"deploy.target {target!r} is not supported by mlops deploy")
+    port = args.port
+    if port is None and env.get(PORT_ENV):
+        try:
+            port = int(env[PORT_ENV])
+        except ValueError as e:
+            raise RunError(
+                f"${PORT_ENV} must be a port number, not {env[PORT_ENV]!r}"
+            ) from e
+    out = [
+        "--host",
+        str(args.host or deploy.get("host", "127.0.0.1")),
+        "--port",
+        str(port if port is not None else deploy.get("port", 5001)),
+        "--timeout",
+        str(args.timeout),
+    ]
+    return out + ["--check-only"] * bool(args.check_only)
+
+
+def run_module(root: Path, module: str, args: list[str]) -> int:
+    """Run ``python -m stages.<module>`` in ``root`` and return its exit code.
+
+    On Ctrl-C the module gets the interrupt too; wait for it to stop what it
+    started instead of killing it, which would orphan a model server.
+    """
+    from runner import engine
+
+    with subprocess.Popen(
+        [sys.executable, "-m", f"stages.{module}", *args], cwd=root,
+        env=engine.environment(),
+    ) as proc:  # fmt: skip
+        previous = _forward_sigterm(proc)
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            try:
+                proc.wait(timeout=GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait()
+            return 130
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+
+def _forward_sigterm(proc: subprocess.Popen[bytes]) -> Any:
+    """Pass SIGTERM (a cancelled CI job, `kill`) on to the module; None off-main."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, lambda signum, _: proc.send_signal(signum))

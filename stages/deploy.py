@@ -1,0 +1,281 @@
+"""Deploy: serve the production model with ``mlflow models serve`` and smoke-test it.
+
+The version holding ``registry.production_alias`` is downloaded once and loaded
+here through :func:`stages.common.load_model_dir`, which checks every type in
+the skops file against the project's allow-list. MLflow 3.17 refuses to load
+any sklearn model (skops included) unless ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION``
+is true, because its own skops allow-list comes from the model's MLmodel file.
+So the flag is set only for the server process, only after that check passed
+and the MLmodel's list is also inside the allow-list, and the server is given
+the very directory that was checked (not a ``models:/`` URI it would download
+again), so the bytes served are the bytes checked.
+
+``python -m stages.deploy --host H --port P [--check-only]`` (``mlops deploy``)
+waits for ``/ping``, sends a row of the test split (else the model's saved
+input example) to ``/invocations`` and compares the answer with the model's
+own prediction; ``--check-only`` then stops the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import pandas as pd
+import yaml
+
+from stages import common, promote
+
+KIND = "deploy"
+ALLOW_LOADING_ENV = "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"
+SMOKE_ROWS = 1
+STOP_SECONDS = 15
+LOG_TAIL = 15
+_ANY_ADDRESS = ("", "0.0.0.0", "::")  # noqa: S104 - names, not a bind
+
+
+def base_url(host: str, port: int) -> str:
+    """Where to reach a server listening on ``host``: loopback for "any"."""
+    reach = "127.0.0.1" if host in _ANY_ADDRESS else host
+    return f"http://[{reach}]:{port}" if ":" in reach else f"http://{reach}:{port}"
+
+
+def check_mlmodel_types(model_dir: Path, prefixes: Sequence[str]) -> None:
+    """The MLmodel's own skops allow-list, which MLflow uses, must be inside ours."""
+    conf = yaml.safe_load((model_dir / "MLmodel").read_text(encoding="utf-8"))
+    flavor = (conf.get("flavors") or {}).get("sklearn") or {}
+    common.trusted_types(flavor.get("skops_trusted_types") or [], prefixes)
+
+
+def payload(frame: pd.DataFrame) -> bytes:
+    """The ``dataframe_split`` request body MLflow's scoring server reads."""
+    split = json.loads(frame.to_json(orient="split", index=False))
+    return json.dumps({"dataframe_split": split}).encode()
+
+
+def smoke_frame(params: Mapping[str, Any], model_dir: Path) -> pd.DataFrame:
+    """Rows to send: the held-out split if present, else the saved input example."""
+    try:
+        spec = promote.evaluate_spec(params)
+    except common.StageError:
+        spec = None
+    test = common.role_path(spec, "inputs", "test") if spec else None
+    if test is not None and test.is_file():
+        x, _ = common.split_xy(
+            common.read_parquet(test), common.project(params)["target"]
+        )
+        return x.head(SMOKE_ROWS)
+    example = model_dir / "serving_input_example.json"
+    if not example.is_file():
+        raise common.StageError(
+            "nothing to smoke-test with: no test split (run `mlops run`) and the "
+            "model has no serving_input_example.json"
+        )
+    split = json.loads(example.read_text(encoding="utf-8"))["dataframe_split"]
+    return pd.DataFrame(split["data"], columns=split["columns"]).head(SMOKE_ROWS)
+
+
+def same_predictions(served: Sequence[Any], local: Sequence[Any]) -> bool:
+    """Equal labels, or numbers equal to float precision (a JSON round trip)."""
+    import numpy as np
+
+    if len(served) != len(local):
+        return False
+    try:
+        return bool(np.allclose(np.asarray(served, float), np.asarray(local, float)))
+    except (TypeError, ValueError):
+        return [str(s) for s in served] == [str(v) for v in local]
+
+
+def _http(url: str, body: bytes | None = None, timeout: float = 10) -> tuple[int, str]:
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    request = urllib.request.Request(url, data=body, headers=headers)  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as r:  # noqa: S310
+            return int(r.status), r.read().decode()
+    except urllib.error.HTTPError as e:
+        return int(e.code), e.read().decode(errors="replace")
+
+
+def _tail(log: Path | None) -> str:
+    if log is None or not log.is_file():
+        return ""
+    lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+    return "\n".join(lines[-LOG_TAIL:])
+
+
+def _port_free(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as s:
+        # As uvicorn does: a port in TIME_WAIT from the last server is free.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise common.StageError(
+                f"cannot listen on {host}:{port} ({e.strerror}); pass --port or set "
+                "$MLOPS_DEPLOY_PORT to a free port"
+            ) from e
+
+
+def start_server(model_dir: Path, host: str, port: int, log: IO[str] | None) -> Any:
+    """``mlflow models serve`` in its own process group, so it can be stopped whole."""
+    env = dict(os.environ)
+    env[ALLOW_LOADING_ENV] = "true"  # the model was checked by check_model()
+    cmd = [
+        sys.executable, "-m", "mlflow", "models", "serve", "-m", str(model_dir),
+        "--env-manager", "local", "-h", host, "-p", str(port), "-w", "1",
+    ]  # fmt: skip
+    return subprocess.Popen(
+        cmd, env=env, stdout=log, stderr=subprocess.STDOUT if log else None,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+def stop_server(proc: Any) -> None:
+    """Stop the server and the workers it started (the whole process group)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + STOP_SECONDS
+        while time.monotonic() < deadline:
+            proc.poll()  # reap the leader so the group can empty
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+    proc.wait()
+
+
+def wait_ready(url: str, proc: Any, timeout: float, log: Path | None) -> float:
+    """Poll ``/ping`` until it answers 200; return the seconds it took."""
+    start = time.monotonic()
+    while True:
+        if proc.poll() is not None:
+            raise common.StageError(
+                f"the model server exited with code {proc.returncode} before it "
+                f"answered /ping\n{_tail(log)}"
+            )
+        try:
+            if _http(f"{url}/ping", timeout=2)[0] == 200:  # noqa: PLR2004
+                return time.monotonic() - start
+        except OSError:
+            pass
+        if time.monotonic() - start > timeout:
+            raise common.StageError(
+                f"the model server did not answer {url}/ping within {timeout:.0f}s"
+                f"\n{_tail(log)}"
+            )
+        time.sleep(0.5)
+
+
+def smoke_test(url: str, frame: pd.DataFrame, model: Any) -> list[Any]:
+    """POST ``frame`` to /invocations; the answer must match the model's own."""
+    status, text = _http(f"{url}/invocations", payload(frame), timeout=30)
+    if status != 200:  # noqa: PLR2004
+        raise common.StageError(f"/invocations answered HTTP {status}: {text[:500]}")
+    served = list(json.loads(text).get("predictions", []))
+    local = list(model.predict(frame))
+    if not same_predictions(served, local):
+        raise common.StageError(
+            f"the server predicted {served} but the model predicts {local}"
+        )
+    return served
+
+
+def check_model(params: Mapping[str, Any], model_dir: Path) -> Any:
+    """Load the model through the project's allow-list; refuse anything else."""
+    prefixes = common.project_allow(params)
+    model = common.load_model_dir(model_dir, prefixes)
+    check_mlmodel_types(model_dir, prefixes)
+    return model
+
+
+def serve(params: Mapping[str, Any], args: argparse.Namespace, tmp: Path) -> int:
+    """Download, check, start, wait, smoke-test; then stop or keep serving."""
+    import mlflow
+
+    reg = promote.registry(params)
+    mlflow.set_tracking_uri(common.tracking_uri(params))
+    version = promote.by_alias(mlflow.MlflowClient(), reg.model, reg.production)
+    if version is None:
+        raise common.StageError(
+            f"no version of {reg.model} holds @{reg.production}: run `mlops promote`"
+        )
+    local = Path(
+        mlflow.artifacts.download_artifacts(
+            f"models:/{reg.model}/{version.version}", dst_path=str(tmp / "model")
+        )
+    )
+    model = check_model(params, local)
+    frame = smoke_frame(params, local)
+    _port_free(args.host, args.port)
+    url = base_url(args.host, args.port)
+    log_path = tmp / "server.log" if args.check_only else None
+    name = f"models:/{reg.model}@{reg.production} (version {version.version})"
+    common.say(KIND, f"starting {name} on {url}")
+    with open(log_path or os.devnull, "w", encoding="utf-8") as log:
+        proc = start_server(local, args.host, args.port, log if log_path else None)
+        try:
+            secs = wait_ready(url, proc, args.timeout, log_path)
+            served = smoke_test(url, frame, model)
+            common.say(KIND, f"{url}/ping answered after {secs:.1f}s")
+            common.say(
+                KIND,
+                f"smoke test: POST {url}/invocations with {len(frame)} test row(s) "
+                f"-> predictions {served} (same as the model locally)",
+            )
+            if args.check_only:
+                common.say(KIND, f"check passed; stopping the server ({name})")
+                return 0
+            common.say(KIND, f"serving {name} at {url}/invocations; Ctrl-C stops it")
+            code = proc.wait()
+            raise common.StageError(f"the model server exited with code {code}")
+        finally:
+            stop_server(proc)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve (or with ``--check-only`` just check) the production model."""
+    ap = argparse.ArgumentParser(prog="python -m stages.deploy")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=5001)
+    ap.add_argument("--timeout", type=float, default=120.0)
+    ap.add_argument("--check-only", action="store_true")
+    args = ap.parse_args(argv)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # A cancelled CI job or `kill` sends SIGTERM: stop the server like Ctrl-C does.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        params = common.load_params()
+        with tempfile.TemporaryDirectory(prefix="mlops-deploy-") as tmp:
+            return serve(params, args, Path(tmp))
+    except common.StageError as e:
+        common.warn(KIND, str(e))
+        return 1
+    except KeyboardInterrupt:
+        common.say(KIND, "stopped")
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

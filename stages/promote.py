@@ -1,0 +1,266 @@
+"""Promote: move the production alias to the candidate when the gates pass.
+
+The candidate (``registry.candidate_alias``) and the current production model
+(``registry.production_alias``, possibly none) are scored on the same held-out
+split, the evaluate stage's ``inputs.test``, and the gates of ``params.yaml``
+are applied. Only then is the production alias moved, by one
+``set_registered_model_alias`` call: a failure before it leaves production
+where it was. Every decision is written to the audit trail (see
+:mod:`stages.audit`), and a promotion tags HEAD ``<model>@v<version>``.
+
+Run as ``python -m stages.promote`` from the repository root (``mlops promote``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from stages import audit, common, evaluate
+
+KIND = "promote"
+EVALUATE = "evaluate"
+TAG_GATES = "mlops.gates_passed"
+
+
+@dataclass(frozen=True)
+class Registry:
+    """The registered model's name and the two aliases promotion works with."""
+
+    model: str
+    candidate: str
+    production: str
+
+
+def registry(params: Mapping[str, Any]) -> Registry:
+    """Names from ``params.yaml``'s registry block, with the schema's defaults."""
+    reg = params.get("registry") or {}
+    return Registry(
+        model=str(reg.get("model") or common.project(params)["name"]),
+        candidate=str(reg.get("candidate_alias") or "candidate"),
+        production=str(reg.get("production_alias") or "production"),
+    )
+
+
+def evaluate_spec(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The first evaluate stage: it names the held-out split and the metrics."""
+    for stage_id, raw in (params.get("stages") or {}).items():
+        if (raw or {}).get("uses") == EVALUATE:
+            return common.stage_spec(params, stage_id, EVALUATE)
+    raise common.StageError(
+        "no 'evaluate' stage in params.yaml: promotion needs its held-out test split"
+    )
+
+
+def metric_names(params: Mapping[str, Any], spec: Mapping[str, Any]) -> list[str]:
+    """The evaluate stage's metrics plus any metric a gate needs."""
+    task = common.project(params)["task"]
+    names = list(spec["with"].get("metrics") or common.DEFAULT_METRICS[task])
+    for gate in params.get("gates") or []:
+        if gate.get("metric") not in names:
+            names.append(str(gate.get("metric")))
+    return names
+
+
+def by_alias(client: Any, name: str, alias: str) -> Any | None:
+    """The model version holding ``alias``, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def _newest(client: Any, name: str) -> Any | None:
+    versions = client.search_model_versions(f"name='{name}'")
+    return max(versions, key=lambda v: int(v.version), default=None)
+
+
+def tag_verdicts(tags: Mapping[str, str]) -> dict[str, Any]:
+    """Gate verdicts as the register stage recorded them on a version's tags."""
+    gates = []
+    for key, value in sorted(tags.items()):
+        parts = key.split(".")
+        if parts[0] == "gate" and len(parts) == 3:  # noqa: PLR2004
+            gates.append(
+                {"metric": parts[1], "rule": parts[2], "passed": value == "pass"}
+            )
+    return {"passed": tags.get(TAG_GATES) == "true", "gates": gates}
+
+
+def tag_metrics(tags: Mapping[str, str]) -> dict[str, float]:
+    """The test metrics the register stage wrote as ``metric.<name>`` tags."""
+    prefix = "metric."
+    return {
+        k.removeprefix(prefix): float(v)
+        for k, v in tags.items()
+        if k.startswith(prefix)
+    }
+
+
+def _run_params(client: Any, run_id: str | None) -> dict[str, str]:
+    if not run_id:
+        return {}
+    return dict(client.get_run(run_id).data.params)
+
+
+def git_tag(name: str) -> str:
+    """Tag HEAD (GTO's ``<model>@v<version>`` convention); say what happened."""
+    git = shutil.which("git")
+    if git is None or common.git_commit() is None:
+        return f"no git tag {name}: not in a git repository with a commit"
+    out = subprocess.run(
+        [git, "tag", name, "HEAD"], capture_output=True, text=True, check=False
+    )
+    if out.returncode != 0:
+        return f"no git tag {name}: {out.stderr.strip() or 'git tag failed'}"
+    return f"tagged HEAD {name} (push it with `git push origin {name}`)"
+
+
+def _refuse(client: Any, entry: dict[str, Any], when: Any, message: str) -> int:
+    audit.record(client, when, entry)
+    common.warn(KIND, message)
+    common.warn(KIND, f"production stays at {_v(entry['previous'])}")
+    return 1
+
+
+def _v(version: str | None) -> str:
+    return f"version {version}" if version else "no model"
+
+
+def _stale_candidate(
+    client: Any, reg: Registry, newest: Any, candidate: Any, previous: str | None
+) -> int:
+    """The newest version was registered without the candidate alias: refuse it."""
+    tags = dict(newest.tags or {})
+    verdicts = tag_verdicts(tags)
+    failed = [
+        f"{g['metric']}.{g['rule']}" for g in verdicts["gates"] if not g["passed"]
+    ]
+    why = (
+        f"its gates failed ({', '.join(failed)})" if failed else "it is not a candidate"
+    )
+    when = audit.now_utc()
+    entry = audit.build_entry(
+        when=when,
+        outcome=audit.REFUSED,
+        reason=f"version {newest.version} is newer than @{reg.candidate} "
+        f"(version {candidate.version}) and was registered without the alias: {why}",
+        model=reg.model,
+        version=str(newest.version),
+        previous=previous,
+        version_tags=tags,
+        params=_run_params(client, tags.get("mlops.run_id")),
+        metrics={"candidate": tag_metrics(tags), "production": None},
+        verdicts=verdicts,
+    )
+    return _refuse(client, entry, when, f"refused: {entry['reason']}")
+
+
+def score_and_gate(
+    params: Mapping[str, Any], model: str, version: str, previous: str | None
+) -> tuple[dict[str, float], dict[str, float] | None, dict[str, Any]]:
+    """Score both versions on the held-out split and apply the gates."""
+    spec = evaluate_spec(params)
+    test = common.read_parquet(common.need(spec, "inputs", "test"))
+    names = metric_names(params, spec)
+    uri = f"models:/{model}/"
+    cand = evaluate.version_metrics(params, uri + version, test, names)
+    prod = (
+        evaluate.version_metrics(params, uri + previous, test, names)
+        if previous
+        else None
+    )
+    verdicts = evaluate.check_gates(params.get("gates") or [], cand, lambda: prod)
+    for g in verdicts["gates"]:
+        common.say(KIND, f"gate {'PASS' if g['passed'] else 'FAIL'}: {g['detail']}")
+    return cand, prod, verdicts
+
+
+def promote(params: Mapping[str, Any], client: Any) -> int:
+    """Score, gate and (only then) move the production alias; return the exit code."""
+    reg = registry(params)
+    candidate = by_alias(client, reg.model, reg.candidate)
+    if candidate is None:
+        raise common.StageError(
+            f"no version of {reg.model} holds @{reg.candidate}: run `mlops run` and "
+            "check that its gates pass"
+        )
+    production = by_alias(client, reg.model, reg.production)
+    previous = str(production.version) if production is not None else None
+    newest = _newest(client, reg.model)
+    if newest is not None and int(newest.version) > int(candidate.version):
+        return _stale_candidate(client, reg, newest, candidate, previous)
+    if previous == str(candidate.version):
+        common.say(
+            KIND,
+            f"{reg.model} version {previous} is @{reg.candidate} and already "
+            f"@{reg.production}; nothing to promote",
+        )
+        return 0
+    cand_metrics, prod_metrics, verdicts = score_and_gate(
+        params, reg.model, str(candidate.version), previous
+    )
+    when = audit.now_utc()
+    tags = dict(candidate.tags or {})
+    entry = audit.build_entry(
+        when=when,
+        outcome=audit.PROMOTED if verdicts["passed"] else audit.REFUSED,
+        reason="all gates passed" if verdicts["passed"] else "gates failed",
+        model=reg.model,
+        version=str(candidate.version),
+        previous=previous,
+        version_tags=tags,
+        params=_run_params(client, tags.get("mlops.run_id") or candidate.run_id),
+        metrics={"candidate": cand_metrics, "production": prod_metrics},
+        verdicts=verdicts,
+    )
+    if not verdicts["passed"]:
+        return _refuse(
+            client, entry, when, f"refused {_v(entry['version'])}: gates failed"
+        )
+    # The one write that changes what serves; everything above may fail freely.
+    client.set_registered_model_alias(reg.model, reg.production, candidate.version)
+    common.say(
+        KIND,
+        f"promoted {reg.model} version {candidate.version} to @{reg.production} "
+        f"(was {_v(previous)})",
+    )
+    try:
+        audit.record(client, when, entry)
+    except Exception as e:
+        # The promotion happened; make sure its record survives in the CI log.
+        sys.stderr.write(audit.encode(entry) + "\n")
+        raise common.StageError(
+            f"promoted, but the audit entry was not saved: {e}"
+        ) from e
+    common.say(KIND, f"audit entry {audit.tag_key(when)} and {audit.LOG_FILE}")
+    common.say(KIND, git_tag(f"{reg.model}@v{candidate.version}"))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Promote the candidate; exit 1 when there is none or the gates refuse it."""
+    if sys.argv[1:] if argv is None else argv:
+        common.warn(KIND, "usage: python -m stages.promote (it takes no arguments)")
+        return 2
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    try:
+        import mlflow
+
+        params = common.load_params()
+        mlflow.set_tracking_uri(common.tracking_uri(params))
+        return promote(params, mlflow.MlflowClient())
+    except common.StageError as e:
+        common.warn(KIND, str(e))
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

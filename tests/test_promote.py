@@ -1,0 +1,349 @@
+"""`mlops promote`, `history` and `deploy` on the bundled example, for real.
+
+One temp git repository per module: the pipeline runs once cold, then twice
+more with a changed spec (a better candidate, then a worse one), and each test
+picks up where the previous one left off, like a series of pushes to main.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from runner import release
+from stages import audit, promote
+from tests.support import ROOT, mlops, run
+
+MODEL = "cancer-classifier"
+ENV = {
+    "DVC_NO_ANALYTICS": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DISABLE_DEEPCHECKS_ANONYMOUS_TELEMETRY": "1",
+    "DO_NOT_TRACK": "1",
+    "GIT_AUTHOR_NAME": "test",
+    "GIT_AUTHOR_EMAIL": "test@example.com",
+    "GIT_COMMITTER_NAME": "test",
+    "GIT_COMMITTER_EMAIL": "test@example.com",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GITHUB_ACTOR": "octocat",
+}
+RF = "estimator: sklearn.ensemble.RandomForestClassifier"
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The example, committed and run once: version 1 is @candidate."""
+    root = tmp_path_factory.mktemp("promote") / "repo"
+    root.mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in ENV.items():
+            mp.setenv(key, value)
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        shutil.copytree(
+            ROOT / "stages",
+            root / "stages",
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
+        shutil.copy(ROOT / "mlops.yaml", root / "mlops.yaml")
+        run(["git", "init", "-q"], cwd=root)
+        _commit(root, "example")
+        mlops("run", cwd=root)
+        yield root
+
+
+@pytest.fixture(autouse=True)
+def _env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
+
+
+def _commit(root: Path, message: str) -> None:
+    run(["git", "add", "-A", "mlops.yaml", "stages"], cwd=root)
+    run(["git", "commit", "-qm", message], cwd=root)
+
+
+def _edit(root: Path, old: str, new: str, message: str) -> None:
+    spec = root / "mlops.yaml"
+    text = spec.read_text()
+    assert old in text
+    spec.write_text(text.replace(old, new))
+    _commit(root, message)
+    mlops("run", cwd=root)
+
+
+def _aliases(root: Path) -> dict[str, str]:
+    probe = (
+        "import json, mlflow\n"
+        "c = mlflow.MlflowClient('sqlite:///.mlops/mlflow.db')\n"
+        f"print(json.dumps(c.get_registered_model({MODEL!r}).aliases))\n"
+    )
+    out = run([sys.executable, "-c", probe], cwd=root).stdout
+    return {k: str(v) for k, v in json.loads(out.splitlines()[-1]).items()}
+
+
+def _log(root: Path) -> list[dict[str, object]]:
+    lines = (root / audit.LOG_FILE).read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def _tags(root: Path) -> list[str]:
+    return run(["git", "tag"], cwd=root).stdout.split()
+
+
+def test_first_candidate_is_promoted_with_an_audit_entry_and_a_git_tag(
+    repo: Path,
+) -> None:
+    assert _aliases(repo) == {"candidate": "1"}
+    out = mlops("promote", cwd=repo).stdout
+    assert "promoted cancer-classifier version 1 to @production" in out
+    assert _aliases(repo) == {"candidate": "1", "production": "1"}
+    [entry] = _log(repo)
+    head = run(["git", "rev-parse", "HEAD"], cwd=repo).stdout.strip()
+    assert entry["outcome"] == "promoted" and entry["version"] == "1"
+    assert entry["previous"] is None and entry["actor"] == "octocat"
+    assert entry["train_commit"] == head == entry["head_commit"]
+    assert len(str(entry["data_md5"])) == 32
+    assert entry["params"]["n_estimators"] == "200"  # type: ignore[index]
+    assert _tags(repo) == ["cancer-classifier@v1"]
+    again = mlops("promote", cwd=repo).stdout
+    assert "already @production; nothing to promote" in again
+    assert len(_log(repo)) == 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_deploy_serves_the_production_model_over_http(repo: Path) -> None:
+    import pandas as pd
+
+    from stages import common
+
+    port = _free_port()
+    env = {**os.environ, release.PORT_ENV: str(port)}
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env["PATH"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner.cli", "deploy", "--timeout", "90"],
+        cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True,
+    )  # fmt: skip
+    seen = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            seen.append(line)
+            if "Ctrl-C stops it" in line or ("deploy: " in line and "error" in line):
+                break
+        assert any("smoke test" in s for s in seen), "".join(seen)
+        test = pd.read_parquet(repo / "artifacts/preprocess/test.parquet")
+        x = test.drop(columns=["target"]).head(20)
+        body = json.dumps(
+            {"dataframe_split": json.loads(x.to_json(orient="split", index=False))}
+        ).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as r:  # noqa: S310
+            served = json.loads(r.read())["predictions"]
+        params = common.load_params(repo / "params.yaml")
+        model = common.load_model_dir(
+            repo / "artifacts/train/model", common.project_allow(params)
+        )
+        assert served == [int(p) for p in model.predict(x)]
+    finally:
+        proc.send_signal(signal.SIGTERM)  # the CLI passes it on; the server stops
+        rest, _ = proc.communicate(timeout=60)
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), 2):
+        pass
+    assert "deploy: stopped" in rest
+
+
+def test_a_failure_before_the_alias_moves_leaves_production_alone(
+    repo: Path,
+) -> None:
+    _edit(repo, "n_estimators: 200", "n_estimators: 300", "more trees")
+    assert _aliases(repo) == {"candidate": "2", "production": "1"}
+    inject = (
+        "from stages import audit, promote\n"
+        "def boom(**kwargs):\n"
+        "    raise RuntimeError('injected between scoring and the alias move')\n"
+        "audit.build_entry = boom\n"
+        "raise SystemExit(promote.main([]))\n"
+    )
+    proc = run([sys.executable, "-c", inject], cwd=repo, check=False)
+    assert proc.returncode != 0 and "injected" in proc.stderr
+    assert "gate PASS" in proc.stdout  # it did score both models first
+    assert _aliases(repo) == {"candidate": "2", "production": "1"}
+    assert len(_log(repo)) == 1
+
+
+def test_a_better_candidate_is_promoted(repo: Path) -> None:
+    out = mlops("promote", cwd=repo).stdout
+    assert "promoted cancer-classifier version 2 to @production (was version 1)" in out
+    assert _aliases(repo) == {"candidate": "2", "production": "2"}
+    entry = _log(repo)[-1]
+    assert entry["previous"] == "1" and entry["new_production"] == "2"
+    assert entry["metrics"]["production"] is not None  # type: ignore[index]
+    assert sorted(_tags(repo)) == ["cancer-classifier@v1", "cancer-classifier@v2"]
+
+
+def test_a_worse_model_is_never_a_candidate_and_promote_refuses_it(
+    repo: Path,
+) -> None:
+    _edit(
+        repo,
+        f"{RF}\n      params:\n        n_estimators: 300\n        max_depth: 6",
+        "estimator: sklearn.dummy.DummyClassifier\n      params: {strategy: prior}",
+        "a model that learns nothing",
+    )
+    assert _aliases(repo) == {"candidate": "2", "production": "2"}
+    proc = mlops("promote", cwd=repo, check=False)
+    assert proc.returncode == 1
+    assert "refused: version 3 is newer than @candidate" in proc.stderr
+    assert "accuracy.min" in proc.stderr
+    assert "production stays at version 2" in proc.stderr
+    assert _aliases(repo) == {"candidate": "2", "production": "2"}
+    entry = _log(repo)[-1]
+    assert entry["outcome"] == "refused" and entry["version"] == "3"
+    assert entry["new_production"] == "2" and entry["gates_passed"] is False
+
+
+def test_history_answers_which_model_served_when(repo: Path) -> None:
+    rows = mlops("history", cwd=repo).stdout.splitlines()
+    assert rows[0].split()[:3] == ["date", "(UTC)", "outcome"]
+    assert [r.split()[3] for r in rows[1:]] == ["v1", "v2"]
+    entries = [
+        json.loads(line)
+        for line in mlops("history", "--all", "--json", cwd=repo).stdout.splitlines()
+    ]
+    assert [(e["outcome"], e["version"]) for e in entries] == [
+        ("promoted", "1"),
+        ("promoted", "2"),
+        ("refused", "3"),
+    ]
+    first = entries[0]["time"]
+    at_first = mlops("history", "--at", first, cwd=repo).stdout
+    assert f"{MODEL} version 1 was in production" in at_first
+    assert f"code: commit {entries[0]['train_commit']}" in at_first
+    today = datetime.now(UTC).date().isoformat()
+    assert (
+        "version 2 was in production"
+        in mlops("history", "--at", today, cwd=repo).stdout
+    )
+    before = mlops("history", "--at", "2000-01-01", cwd=repo, check=False)
+    assert before.returncode == 1 and "no version" in before.stderr
+
+
+def test_no_candidate_is_an_error(tmp_path: Path) -> None:
+    shutil.copytree(ROOT / "stages", tmp_path / "stages")
+    shutil.copy(ROOT / "mlops.yaml", tmp_path / "mlops.yaml")
+    mlops("compile", cwd=tmp_path)
+    proc = mlops("promote", cwd=tmp_path, check=False)
+    assert proc.returncode == 1
+    assert "no version of cancer-classifier holds @candidate" in proc.stderr
+
+
+# Pure helpers: no MLflow, no processes.
+
+
+def test_parse_when_reads_a_date_as_the_end_of_that_day() -> None:
+    assert audit.parse_when("2025-01-31") == datetime(
+        2025, 1, 31, 23, 59, 59, 999999, tzinfo=UTC
+    )
+    assert audit.parse_when("2025-01-31T10:00") == datetime(2025, 1, 31, 10, tzinfo=UTC)
+    assert audit.parse_when("2025-01-31T10:00+02:00").hour == 8
+    with pytest.raises(promote.common.StageError, match="not a date"):
+        audit.parse_when("last tuesday")
+
+
+def test_serving_at_skips_refusals_and_later_promotions() -> None:
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
+    entries = [
+        {"time": (t0 + timedelta(days=d)).isoformat(), "outcome": o, "version": v}
+        for d, o, v in [(0, "promoted", "1"), (2, "refused", "2"), (3, "promoted", "3")]
+    ]
+    assert audit.serving_at(entries, t0 - timedelta(seconds=1)) is None
+    assert audit.serving_at(entries, t0)["version"] == "1"  # type: ignore[index]
+    assert audit.serving_at(entries, t0 + timedelta(days=2))["version"] == "1"  # type: ignore[index]
+    assert audit.serving_at(entries, t0 + timedelta(days=9))["version"] == "3"  # type: ignore[index]
+
+
+def test_read_entries_orders_by_time_and_ignores_foreign_tags() -> None:
+    tags = {
+        "mlops.audit.b": json.dumps({"time": "2025-01-02T00:00:00+00:00"}),
+        "mlops.audit.a": json.dumps({"time": "2025-01-01T00:00:00+00:00"}),
+        "mlops.audit.broken": "{not json",
+        "owner": "me",
+    }
+    assert [e["time"][:10] for e in audit.read_entries(tags)] == [
+        "2025-01-01",
+        "2025-01-02",
+    ]
+
+
+def test_tag_verdicts_and_metrics_come_from_register_tags() -> None:
+    tags = {
+        "mlops.gates_passed": "false",
+        "gate.accuracy.min": "fail",
+        "gate.f1.max_drop": "pass",
+        "metric.accuracy": "0.62",
+    }
+    verdicts = promote.tag_verdicts(tags)
+    assert verdicts["passed"] is False
+    assert {(g["metric"], g["passed"]) for g in verdicts["gates"]} == {
+        ("accuracy", False),
+        ("f1", True),
+    }
+    assert promote.tag_metrics(tags) == {"accuracy": 0.62}
+
+
+def test_deploy_port_comes_from_flag_then_env_then_spec() -> None:
+    from argparse import Namespace
+
+    args = Namespace(host=None, port=None, timeout=5.0, check_only=True)
+    spec = {"target": "mlflow-serve", "host": "127.0.0.1", "port": 5001}
+    assert release.deploy_args(args, spec, {})[:4] == [
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "5001",
+    ]
+    assert release.deploy_args(args, spec, {release.PORT_ENV: "7000"})[3] == "7000"
+    args.port = 7100
+    assert release.deploy_args(args, spec, {release.PORT_ENV: "7000"})[3] == "7100"
+    assert release.deploy_args(args, spec, {})[-1] == "--check-only"
+
+
+def test_deploy_refuses_a_model_that_trusts_more_than_the_allow_list(
+    tmp_path: Path,
+) -> None:
+    import yaml
+
+    from stages import common, deploy
+
+    flavor = {"skops_trusted_types": ["numpy.dtype", "os.system"]}
+    (tmp_path / "MLmodel").write_text(yaml.safe_dump({"flavors": {"sklearn": flavor}}))
+    with pytest.raises(common.StageError, match=r"outside the allow-list: os\.system"):
+        deploy.check_mlmodel_types(tmp_path, common.TRUSTED_MODULE_PREFIXES)
+
+
+def test_base_url_reaches_a_wildcard_host_on_loopback() -> None:
+    from stages import deploy
+
+    assert deploy.base_url("0.0.0.0", 80) == "http://127.0.0.1:80"  # noqa: S104
+    assert deploy.base_url("::1", 80) == "http://[::1]:80"
