@@ -99,6 +99,7 @@ BUILTINS: dict[str, Builtin] = {
                 _o("metrics", "metrics.json", Kind.METRIC),
                 _o("gates", "gates.json", Kind.METRIC),
                 _o("plots", "plots", Kind.PLOTS),
+                _o("evaluation_report", "deepchecks.html"),
             ),
         ),
         Builtin(

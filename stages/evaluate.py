@@ -299,6 +299,25 @@ def _classification_plots(out, model, *, y, pred, proba, png, written) -> None:
         )
 
 
+def model_evaluation(
+    model: Any, train: pd.DataFrame | None, test: pd.DataFrame, target: str
+) -> tuple[list[dict[str, Any]], str]:
+    """deepchecks' model_evaluation suite: per-check verdicts and the HTML page.
+
+    Its findings are informational (severity warning): the gates decide.
+    """
+    from deepchecks.tabular.suites import model_evaluation as suite
+
+    test_ds = common.deepchecks_dataset(test, target)
+    if train is None:
+        result = suite().run(train_dataset=test_ds, model=model)
+    else:
+        train_ds = common.deepchecks_dataset(train, target)
+        result = suite().run(train_dataset=train_ds, test_dataset=test_ds, model=model)
+    checks = common.suite_results("model_evaluation", "warning", result)
+    return checks, common.suite_html(result)
+
+
 def _run(params: dict[str, Any], stage_id: str, spec: dict[str, Any]) -> int:
     import mlflow
 
@@ -323,6 +342,23 @@ def _run(params: dict[str, Any], stage_id: str, spec: dict[str, Any]) -> int:
         params.get("gates") or [],
         metrics,
         lambda: production_metrics(params, test, names),
+    )
+    pages: list[tuple[str, str]] = []
+    if settings.get("deepchecks"):
+        train_path = spec["inputs"].get("train")
+        train = common.read_parquet(train_path) if train_path else None
+        checks, page = model_evaluation(model, train, test, proj["target"])
+        verdicts["model_evaluation"] = checks
+        pages.append(("model_evaluation", page))
+        failed = sum(not c["passed"] for c in checks)
+        common.say(
+            KIND,
+            f"deepchecks model_evaluation: {failed} of {len(checks)} checks flagged",
+        )
+    common.write_suite_report(
+        common.need(spec, "outputs", "evaluation_report"),
+        pages,
+        "Model evaluation report",
     )
     plots_dir = common.need(spec, "outputs", "plots")
     written = write_plots(plots_dir, proj["task"], model, y=y, pred=pred, proba=proba)

@@ -7,8 +7,6 @@ rules (or suites with severity ``error``) make the stage exit 1, after
 
 from __future__ import annotations
 
-import html
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,18 +20,6 @@ KIND = "validate"
 SEVERITIES = ("error", "warning")
 TYPES = ("integer", "float", "number", "string", "boolean", "datetime", "category")
 SUITES = ("data_integrity", "train_test_validation")
-
-
-def _result(
-    name: str, column: str | None, severity: str, passed: bool, detail: str
-) -> dict[str, Any]:
-    return {
-        "name": name,
-        "column": column,
-        "severity": severity,
-        "passed": bool(passed),
-        "detail": detail,
-    }
 
 
 def _type_ok(series: pd.Series, expected: str) -> bool:
@@ -79,7 +65,7 @@ def check_column(series: pd.Series, rules: Mapping[str, Any]) -> list[dict[str, 
             raise common.StageError(f"column '{col}': unknown type {want!r}")
         ok = _type_ok(series, want)
         out.append(
-            _result(
+            common.check_result(
                 "type",
                 col,
                 sev,
@@ -97,7 +83,7 @@ def check_column(series: pd.Series, rules: Mapping[str, Any]) -> list[dict[str, 
             pd.api.types.is_datetime64_any_dtype(series.dtype)
         ):
             out.append(
-                _result(
+                common.check_result(
                     bound,
                     col,
                     sev,
@@ -111,7 +97,7 @@ def check_column(series: pd.Series, rules: Mapping[str, Any]) -> list[dict[str, 
         bad = int((series < limit).sum() if bound == "min" else (series > limit).sum())
         word = "below min" if bound == "min" else "above max"
         out.append(
-            _result(
+            common.check_result(
                 bound,
                 col,
                 sev,
@@ -126,7 +112,7 @@ def check_column(series: pd.Series, rules: Mapping[str, Any]) -> list[dict[str, 
         bad = int(mask.sum())
         examples = ", ".join(map(repr, values[mask].unique()[:5].tolist()))
         out.append(
-            _result(
+            common.check_result(
                 "allowed",
                 col,
                 sev,
@@ -139,7 +125,7 @@ def check_column(series: pd.Series, rules: Mapping[str, Any]) -> list[dict[str, 
         limit = float(rules["max_null_share"])
         share = float(series.isna().mean()) if len(series) else 0.0
         out.append(
-            _result(
+            common.check_result(
                 "max_null_share",
                 col,
                 sev,
@@ -150,7 +136,9 @@ def check_column(series: pd.Series, rules: Mapping[str, Any]) -> list[dict[str, 
     if rules.get("unique"):
         dup = int(series.dropna().duplicated().sum())
         out.append(
-            _result("unique", col, sev, dup == 0, f"{_plural(dup, 'duplicate value')}")
+            common.check_result(
+                "unique", col, sev, dup == 0, f"{_plural(dup, 'duplicate value')}"
+            )
         )
     return out
 
@@ -168,7 +156,7 @@ def check_rules(
         if "min" in rows:
             ok = n >= rows["min"]
             results.append(
-                _result(
+                common.check_result(
                     "rows.min",
                     None,
                     sev,
@@ -179,7 +167,7 @@ def check_rules(
         if "max" in rows:
             ok = n <= rows["max"]
             results.append(
-                _result(
+                common.check_result(
                     "rows.max",
                     None,
                     sev,
@@ -191,49 +179,12 @@ def check_rules(
         rules = col_rules or {}
         if col not in df.columns:
             sev = rules.get("severity", "error")
-            results.append(_result("exists", col, sev, False, "column is missing"))
+            results.append(
+                common.check_result("exists", col, sev, False, "column is missing")
+            )
             continue
         results.extend(check_column(df[col], rules))
     return results
-
-
-def _dataset(df: pd.DataFrame, target: str):
-    from deepchecks.tabular import Dataset
-
-    label = target if target in df.columns else None
-    features = [c for c in df.columns if c != target]
-    cat = [
-        c
-        for c in features
-        if not pd.api.types.is_numeric_dtype(df[c].dtype)
-        or pd.api.types.is_bool_dtype(df[c].dtype)
-    ]
-    return Dataset(df, label=label, cat_features=cat)
-
-
-def suite_results(suite: str, severity: str, result: Any) -> list[dict[str, Any]]:
-    """Turn a deepchecks SuiteResult into one result per check."""
-    from deepchecks.core.check_result import CheckFailure
-
-    out = []
-    for check in result.results:
-        name = f"{suite}: {check.get_header()}"
-        if isinstance(check, CheckFailure):
-            out.append(
-                _result(
-                    name,
-                    None,
-                    "warning",
-                    True,
-                    f"check could not run: {check.exception}",
-                )
-            )
-            continue
-        conds = getattr(check, "conditions_results", None) or []
-        failed = [c for c in conds if c.category.value == "FAIL"]
-        detail = "; ".join(f"{c.name}: {c.details}" for c in (failed or conds))
-        out.append(_result(name, None, severity, not failed, detail or "no conditions"))
-    return out
 
 
 def run_suites(
@@ -258,7 +209,7 @@ def run_suites(
             raise common.StageError(f"suite {suite}: severity must be error or warning")
         if suite == "train_test_validation" and (train is None or test is None):
             results.append(
-                _result(
+                common.check_result(
                     suite, None, severity, True, "skipped: needs train and test inputs"
                 )
             )
@@ -266,46 +217,18 @@ def run_suites(
         from deepchecks.tabular import suites as dc_suites
 
         if suite == "data_integrity":
-            res = dc_suites.data_integrity().run(_dataset(data, target))
+            res = dc_suites.data_integrity().run(
+                common.deepchecks_dataset(data, target)
+            )
         else:
             res = dc_suites.train_test_validation().run(
-                _dataset(train, target), _dataset(test, target)
+                common.deepchecks_dataset(train, target),
+                common.deepchecks_dataset(test, target),
             )
-        results.extend(suite_results(suite, severity, res))
-        pages.append((suite, _suite_html(res)))
-    _write_report(report, pages)
+        results.extend(common.suite_results(suite, severity, res))
+        pages.append((suite, common.suite_html(res)))
+    common.write_suite_report(report, pages, "Validation report")
     return results
-
-
-def _suite_html(result: Any) -> str:
-    # save_as_html never overwrites (it writes "name (1).html"): use a fresh dir.
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "suite.html"
-        result.save_as_html(str(path), as_widget=False)
-        return path.read_text(encoding="utf-8")
-
-
-def _write_report(report: Path, pages: list[tuple[str, str]]) -> None:
-    common.ensure_parent(report)
-    if report.exists():
-        report.unlink()
-    if len(pages) == 1:
-        report.write_text(pages[0][1], encoding="utf-8")
-        return
-    if not pages:
-        body = "<p>No deepchecks suite ran for this stage.</p>"
-    else:
-        # Several suites: keep each full page isolated in its own iframe.
-        body = "".join(
-            f"<h2>{html.escape(name)}</h2><iframe style='width:100%;height:80vh' "
-            f'srcdoc="{html.escape(page, quote=True)}"></iframe>'
-            for name, page in pages
-        )
-    report.write_text(
-        f"<!doctype html><html><head><meta charset='utf-8'><title>Validation"
-        f"</title></head><body><h1>Validation report</h1>{body}</body></html>\n",
-        encoding="utf-8",
-    )
 
 
 def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:

@@ -127,3 +127,42 @@ def test_generated_dvc_yaml_is_what_dvc_reads(repo: Path) -> None:
     stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
     listed = dvc("stage", "list", "--name-only", cwd=repo).stdout.split()
     assert listed == list(stages)
+
+
+SQL_SPEC = """\
+version: 1
+project: {name: toy, task: classification, target: y}
+data:
+  rows: {sql: {url: "sqlite:///source.db", query: "SELECT * FROM t"}}
+pipeline:
+  ingest:
+    uses: ingest
+    with: {source: rows}
+  count:
+    run: python -c "import pandas as p, pathlib as q; q.Path('out').mkdir(exist_ok=True); q.Path('out/n.txt').write_text(str(len(p.read_parquet('artifacts/ingest/data.parquet'))))"
+    deps: [artifacts/ingest/data.parquet]
+    outs: [out/n.txt]
+"""
+
+
+def _rows(repo: Path, *values: int) -> None:
+    import sqlite3
+
+    with sqlite3.connect(repo / "source.db") as db:
+        db.execute("CREATE TABLE IF NOT EXISTS t (x INTEGER, y INTEGER)")
+        db.executemany("INSERT INTO t VALUES (?, ?)", [(v, v % 2) for v in values])
+
+
+def test_an_outside_source_is_read_every_run_but_rerun_only_on_change(
+    repo: Path,
+) -> None:
+    (repo / "mlops.yaml").write_text(SQL_SPEC)
+    _rows(repo, 1, 2)
+    assert _ran(mlops("run", cwd=repo).stdout) == ["ingest", "count"]
+    # Unchanged source: ingest reads it again, but its snapshot has the same
+    # hash, so nothing after it runs.
+    assert _ran(mlops("run", cwd=repo).stdout) == ["ingest"]
+    assert (repo / "out/n.txt").read_text() == "2"
+    _rows(repo, 3)
+    assert _ran(mlops("run", cwd=repo).stdout) == ["ingest", "count"]
+    assert (repo / "out/n.txt").read_text() == "3"

@@ -158,6 +158,7 @@ def test_regression_on_diabetes(project) -> None:
                 {"columns": {"target": {"type": "number", "min": 0}}},
                 {"numeric": {"scale": "robust"}},
                 {"estimator": "sklearn.linear_model.Ridge", "params": {"alpha": 1.0}},
+                {"deepchecks": True},
             ),
             data={"src": {"sklearn": "diabetes"}},
             task="regression",
@@ -172,6 +173,12 @@ def test_regression_on_diabetes(project) -> None:
     plots = {p.name for p in (root / "artifacts/evaluate/plots").iterdir()}
     assert {"residuals.csv", "residuals.png", "importance.csv"} <= plots
     assert _read(root, "artifacts/register/registered.json")["alias"] == "candidate"
+    # Asked for, deepchecks' model_evaluation ran: its verdicts and its page.
+    checks = _read(root, "artifacts/evaluate/gates.json")["model_evaluation"]
+    assert len(checks) > 3
+    assert all(c["name"].startswith("model_evaluation: ") for c in checks)
+    page = (root / "artifacts/evaluate/deepchecks.html").read_text()
+    assert "Model Evaluation Suite" in page
 
 
 def _messy_csv(path: Path) -> None:
