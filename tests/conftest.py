@@ -7,23 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT, run
+from tests.support import ROOT, TEST_ENV, run
 
 
 @pytest.fixture(autouse=True)
 def _quiet_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No telemetry, no user git config, a fixed identity for commits."""
-    for key, value in {
-        "DVC_NO_ANALYTICS": "1",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "DISABLE_DEEPCHECKS_ANONYMOUS_TELEMETRY": "1",
-        "DO_NOT_TRACK": "1",
-        "GIT_AUTHOR_NAME": "test",
-        "GIT_AUTHOR_EMAIL": "test@example.com",
-        "GIT_COMMITTER_NAME": "test",
-        "GIT_COMMITTER_EMAIL": "test@example.com",
-        "GIT_CONFIG_NOSYSTEM": "1",
-    }.items():
+    for key, value in TEST_ENV.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 

@@ -9,16 +9,33 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
+# No telemetry, no system git config, a fixed identity for commits.
+TEST_ENV = {
+    "DVC_NO_ANALYTICS": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DISABLE_DEEPCHECKS_ANONYMOUS_TELEMETRY": "1",
+    "DO_NOT_TRACK": "1",
+    "GIT_AUTHOR_NAME": "test",
+    "GIT_AUTHOR_EMAIL": "test@example.com",
+    "GIT_COMMITTER_NAME": "test",
+    "GIT_COMMITTER_EMAIL": "test@example.com",
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+
+
+def quiet_env() -> dict[str, str]:
+    """This process's environment, quietened, with this interpreter's bin first."""
+    env = {**os.environ, **TEST_ENV}
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env["PATH"]
+    return env
 
 
 def run(
     args: list[str], cwd: Path, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
     """Run a command with this interpreter's bin first on PATH."""
-    env = dict(os.environ)
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env["PATH"]
     proc = subprocess.run(
-        args, cwd=cwd, env=env, capture_output=True, text=True, check=False
+        args, cwd=cwd, env=quiet_env(), capture_output=True, text=True, check=False
     )
     if check and proc.returncode != 0:
         raise AssertionError(

@@ -23,21 +23,10 @@ import pytest
 
 from runner import release
 from stages import audit, promote
-from tests.support import ROOT, mlops, run
+from tests.support import ROOT, TEST_ENV, mlops, run
 
 MODEL = "cancer-classifier"
-ENV = {
-    "DVC_NO_ANALYTICS": "1",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "DISABLE_DEEPCHECKS_ANONYMOUS_TELEMETRY": "1",
-    "DO_NOT_TRACK": "1",
-    "GIT_AUTHOR_NAME": "test",
-    "GIT_AUTHOR_EMAIL": "test@example.com",
-    "GIT_COMMITTER_NAME": "test",
-    "GIT_COMMITTER_EMAIL": "test@example.com",
-    "GIT_CONFIG_NOSYSTEM": "1",
-    "GITHUB_ACTOR": "octocat",
-}
+ENV = {**TEST_ENV, "GITHUB_ACTOR": "octocat"}
 RF = "estimator: sklearn.ensemble.RandomForestClassifier"
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import pytest
 from runner import report_md
 from runner.report import gate_lines
 from runner.report_md import ReportData, render
-from tests.support import ROOT
+from tests.support import ROOT, quiet_env
 
 GATES_OK = {
     "passed": True,
@@ -205,20 +204,8 @@ def test_gate_lines_summarise_and_fail() -> None:
 
 
 def _env() -> dict[str, str]:
-    env = dict(os.environ)
+    env = quiet_env()
     env.pop("MLFLOW_TRACKING_URI", None)
-    env.update(
-        DVC_NO_ANALYTICS="1",
-        MLFLOW_DISABLE_TELEMETRY="true",
-        DISABLE_DEEPCHECKS_ANONYMOUS_TELEMETRY="1",
-        DO_NOT_TRACK="1",
-        GIT_CONFIG_NOSYSTEM="1",
-        GIT_AUTHOR_NAME="test",
-        GIT_AUTHOR_EMAIL="test@example.com",
-        GIT_COMMITTER_NAME="test",
-        GIT_COMMITTER_EMAIL="test@example.com",
-    )
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env["PATH"]
     return env
 
 

