@@ -40,7 +40,7 @@ run: setup
 	else echo "chromium is missing (not root): the report render test will skip"; fi
 
 test: setup $(CHECKOV) .tools/chromium.stamp
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 lint: setup
 	$(BIN)/ruff check .
