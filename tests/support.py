@@ -31,11 +31,16 @@ def quiet_env() -> dict[str, str]:
 
 
 def run(
-    args: list[str], cwd: Path, check: bool = True
+    args: list[str], cwd: Path, check: bool = True, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run a command with this interpreter's bin first on PATH."""
     proc = subprocess.run(
-        args, cwd=cwd, env=quiet_env(), capture_output=True, text=True, check=False
+        args,
+        cwd=cwd,
+        env=env or quiet_env(),
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if check and proc.returncode != 0:
         raise AssertionError(

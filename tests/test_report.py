@@ -13,7 +13,7 @@ import pytest
 from runner import report_md
 from runner.report import gate_lines
 from runner.report_md import ReportData, render
-from tests.support import ROOT, quiet_env
+from tests.support import ROOT, quiet_env, run
 
 GATES_OK = {
     "passed": True,
@@ -210,14 +210,7 @@ def _env() -> dict[str, str]:
 
 
 def _sh(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        list(args), cwd=cwd, env=_env(), capture_output=True, text=True, check=False
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"{args} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-        )
-    return proc
+    return run(list(args), cwd=cwd, check=check, env=_env())
 
 
 def _mlops(
