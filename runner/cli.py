@@ -102,13 +102,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     from runner import engine
 
     plan, root = _compiled_repo(args)
-    outcome = engine.repro(root, plan, say, force=args.force)
+    outcome = engine.repro(root, plan, say, force=args.force, pull=args.pull)
     engine.record(root, outcome)
     say(
         f"mlops run: {len(plan.stages)} stages, {len(outcome.ran)} ran, "
         f"{len(outcome.unchanged)} unchanged, {len(outcome.restored)} restored "
         f"from the run-cache, in {outcome.seconds:.1f}s"
     )
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from runner import engine
+
+    engine.push(_root(args), list(args.stages), say)
     return 0
 
 
@@ -190,6 +197,11 @@ def parser() -> argparse.ArgumentParser:
         ("compile", "write dvc.yaml and params.yaml from mlops.yaml", cmd_compile),
         ("plan", "show which stages would run and why, without running them", cmd_plan),
         ("run", "compile, set up git and DVC if needed, and run the pipeline", cmd_run),
+        (
+            "push",
+            "push outputs and the run-cache, git-kept outputs too, to the DVC remote",
+            cmd_push,
+        ),
         ("submit", "send the pipeline to an Argo Server and start a run", cmd_submit),
         ("promote", "gate the candidate model and move production to it", cmd_promote),
         ("history", "list promotions, or which model served at a date", cmd_history),
@@ -216,6 +228,16 @@ def parser() -> argparse.ArgumentParser:
         if name == "run":
             c.add_argument(
                 "--force", action="store_true", help="run every stage even if unchanged"
+            )
+            c.add_argument(
+                "--pull",
+                action="store_true",
+                help="restore stages from the DVC remote's run-cache and pull missing "
+                "outputs instead of recomputing them (what CI runs)",
+            )
+        if name == "push":
+            c.add_argument(
+                "stages", nargs="*", metavar="STAGE", help="only these (default: all)"
             )
         if name == "report":
             c.add_argument(

@@ -30,6 +30,9 @@ QUIET_ENV = {
 _RUNNING = re.compile(r"^Running stage '([^']+)'")
 _SKIPPED = re.compile(r"^Stage '([^']+)' didn't change, skipping")
 _RESTORED = re.compile(r"^Stage '([^']+)' is cached - skipping run")
+# `dvc repro --pull` on an unchanged stage whose outputs this checkout lacks;
+# when the remote lacks them too, DVC says so and runs the stage.
+_PULLING = re.compile(r"^Pulling data for stage: '([^']+)'")
 
 
 def environment() -> dict[str, str]:
@@ -166,9 +169,19 @@ def _lines(proc: subprocess.Popen[str]) -> Iterator[str]:
 
 
 def repro(
-    root: Path, plan: Plan, say: Callable[[str], None], *, force: bool = False
+    root: Path,
+    plan: Plan,
+    say: Callable[[str], None],
+    *,
+    force: bool = False,
+    pull: bool = False,
 ) -> Outcome:
-    """Run `dvc repro`, passing its output through with progress markers."""
+    """Run `dvc repro`, passing its output through with progress markers.
+
+    With ``pull``, DVC first fetches the remote's run-cache, restores every
+    stage it finds there instead of running it, and pulls the outputs of
+    unchanged stages that this checkout lacks (what CI and Argo tasks do).
+    """
     total = len(plan.stages)
     outcome = Outcome()
     started = time.monotonic()
@@ -181,7 +194,12 @@ def repro(
             say(f"--- {name}: done in {time.monotonic() - t0:.1f}s")
             current = None
 
-    args = dvc("repro", *(["--force"] if force else []))
+    # Not --allow-missing: with it DVC skips an unchanged stage whose outputs
+    # are absent instead of pulling them, and downstream stages lack inputs.
+    flags = ["--force"] if force else []
+    if pull:
+        flags.append("--pull")
+    args = dvc("repro", *flags)
     with subprocess.Popen(
         args, cwd=root, env=environment(), stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True, bufsize=1,
@@ -189,7 +207,18 @@ def repro(
         for line in _lines(proc):
             text = line.rstrip("\n")
             step = len(outcome.ran) + len(outcome.unchanged) + len(outcome.restored)
-            if m := _RUNNING.match(text):
+            if (m := _RUNNING.match(text) or _RESTORED.match(text)) and (
+                m.group(1) in outcome.unchanged  # its pull failed
+            ):
+                outcome.unchanged.remove(m.group(1))
+                step -= 1
+            if m := _PULLING.match(text):
+                finish()
+                outcome.unchanged.append(m.group(1))
+                say(
+                    f"[{step + 1}/{total}] {m.group(1)}: unchanged, pulling its outputs"
+                )
+            elif m := _RUNNING.match(text):
                 finish()
                 current = (m.group(1), time.monotonic())
                 outcome.ran.append(m.group(1))
@@ -211,3 +240,16 @@ def repro(
         raise RunError(f"stage {failed!r} failed (dvc repro exited with {code})")
     finish()
     return outcome
+
+
+def push(root: Path, stages: list[str], say: Callable[[str], None]) -> None:
+    """Push outputs and the run-cache, git-kept outputs included (runner.runcache)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "runner.runcache", *stages],
+        cwd=root, env=environment(), capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    for line in proc.stdout.splitlines():
+        say(line)
+    if proc.returncode != 0:
+        detail = (proc.stderr or proc.stdout).strip().splitlines()
+        raise RunError(f"push failed: {detail[-1] if detail else proc.returncode}")
