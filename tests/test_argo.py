@@ -170,7 +170,7 @@ def _assert_parity(rendered: dict[str, str]) -> None:
         script = stage["container"]["args"][0]
         # The task runs that one stage of dvc.yaml, so runs its exact command.
         assert f"dvc repro --pull --allow-missing {task['name']}\n" in script
-        assert f"dvc push --run-cache {task['name']}\n" in script
+        assert f"mlops push {task['name']}\n" in script
         cmd = stage["metadata"]["annotations"][argo.ANNOTATION_CMD]
         assert cmd == dvc["stages"][task["name"]]["cmd"]
 

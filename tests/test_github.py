@@ -258,10 +258,11 @@ def test_pull_request_workflow_reports_before_the_gates() -> None:
     comment = next(i for i, r in enumerate(runs) if r.startswith("cml comment update"))
     assert steps[comment]["if"] == github.SAME_REPOSITORY
     assert "REPO_TOKEN" in steps[comment]["env"]
-    assert runs.index("mlops run") < comment < runs.index("mlops gates")
+    run, push = runs.index("mlops run --pull"), runs.index("mlops push")
+    assert run < push < comment < runs.index("mlops gates")
+    assert steps[push]["if"] == github.SAME_REPOSITORY  # forks get no secrets
     assert runs[-1] == "mlops gates"
     assert steps[0]["with"]["fetch-depth"] == 0
-    assert "dvc pull --run-cache --allow-missing" in runs
 
 
 def test_main_workflow_deploys_after_promotion_in_the_environment() -> None:
@@ -271,7 +272,8 @@ def test_main_workflow_deploys_after_promotion_in_the_environment() -> None:
     assert deploy["needs"] == "promote"
     assert deploy["environment"] == spec.deploy["environment"]
     assert deploy["concurrency"]["cancel-in-progress"] is False
-    assert [s.get("run") for s in jobs["promote"]["steps"]][-1] == "mlops promote"
+    runs = [s.get("run") for s in jobs["promote"]["steps"]]
+    assert runs[-3:] == ["mlops run --pull", "mlops push", "mlops promote"]
     assert [s.get("run") for s in deploy["steps"]][-1] == "mlops deploy --check-only"
 
 

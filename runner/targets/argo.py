@@ -186,7 +186,9 @@ def stage_script(stage: str) -> str:
             # Upstream stages are restored from the run-cache their own tasks
             # pushed (or skipped when dvc.lock already matches), never rerun.
             f"dvc repro --pull --allow-missing {name}",
-            f"dvc push --run-cache {name}",
+            # All of the stage's run, the outputs kept in git included
+            # (runner.runcache), so the next task can restore it.
+            f"mlops push {name}",
             "",
         ]
     )

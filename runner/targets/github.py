@@ -4,8 +4,9 @@ Three workflows, each hardened by default:
 
 - pull request: run the pipeline (restored from the DVC run-cache where it
   can be), post the report as one updated comment, then fail on a failed gate;
-- push to main: run again from the run-cache, promote, then deploy in the
-  spec's GitHub environment;
+- push to main: restore the merged pull request's run from the run-cache
+  (`mlops push` shared all of it), promote the version it registered, then
+  deploy in the spec's GitHub environment;
 - schedule and manual dispatch: check for drift, open a retraining pull request.
 
 Every workflow grants no permissions at the top and each job only what it
@@ -133,19 +134,21 @@ def _setup(spec: Spec) -> list[dict[str, Any]]:
     return [*_install(spec), _run("Set up DVC and show the plan", "mlops plan")]
 
 
-def _pull(run_cache: bool = True) -> dict[str, Any]:
-    flags = " --run-cache" if run_cache else ""
-    return _run(
-        "Pull data and the run-cache from the DVC remote",
-        f"dvc pull{flags} --allow-missing",
-    )
+def _pull_data() -> dict[str, Any]:
+    return _run("Pull the data from the DVC remote", "dvc pull --allow-missing")
+
+
+def _run_pipeline() -> dict[str, Any]:
+    # --pull: restore every stage the remote's run-cache already has (a pull
+    # request's run, on main) and pull the outputs of unchanged stages.
+    return _run("Run the pipeline, restoring from the run-cache", "mlops run --pull")
 
 
 def _push(when: str | None = None) -> dict[str, Any]:
+    # `mlops push`, not `dvc push --run-cache`: it also uploads the outputs
+    # kept in git, without which no other machine can restore these runs.
     return _run(
-        "Push outputs and the run-cache to the DVC remote",
-        "dvc push --run-cache",
-        when=when,
+        "Push outputs and the run-cache to the DVC remote", "mlops push", when=when
     )
 
 
@@ -189,8 +192,7 @@ def _pull_request(spec: Spec) -> dict[str, Any]:
         _checkout(full_history=True),
         *_setup(spec),
         _uses(SETUP_CML, "Set up CML"),
-        _pull(),
-        _run("Run the pipeline", "mlops run"),
+        _run_pipeline(),
         _push(when=SAME_REPOSITORY),
         _run("Write the report", f"mlops report --output {REPORT_DIR}"),
         _run(
@@ -240,8 +242,7 @@ def _main(spec: Spec) -> dict[str, Any]:
         [
             _checkout(),
             *_setup(spec),
-            _pull(),
-            _run("Run the pipeline", "mlops run"),
+            _run_pipeline(),
             _push(),
             _run("Promote the model", "mlops promote"),
         ],
@@ -285,7 +286,7 @@ def _monitor(spec: Spec) -> dict[str, Any]:
         [
             _checkout(),
             *_setup(spec),
-            _pull(run_cache=False),
+            _pull_data(),
             _run("Check for drift", "mlops monitor", env=env),
         ],
     )
