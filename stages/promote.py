@@ -1,11 +1,14 @@
-"""Promote: move the production alias to the candidate when the gates pass.
+"""Promote: move the production alias to this commit's model when the gates pass.
 
-The candidate (``registry.candidate_alias``) and the current production model
-(``registry.production_alias``, possibly none) are scored on the same held-out
-split, the evaluate stage's ``inputs.test``, and the gates of ``params.yaml``
-are applied. Only then is the production alias moved, by one
-``set_registered_model_alias`` call: a failure before it leaves production
-where it was. Every decision is written to the audit trail (see
+The candidate is the version this checkout's pipeline registered, as the
+register stage recorded it (``artifacts/<stage>/registered.json``), so main
+promotes exactly the model its pull request's report showed, even when another
+pull request has moved ``registry.candidate_alias`` since. It and the current
+production model (``registry.production_alias``, possibly none) are scored on
+the same held-out split, the evaluate stage's ``inputs.test``, and the gates
+of ``params.yaml`` are applied. Only then is the production alias moved, by
+one ``set_registered_model_alias`` call: a failure before it leaves
+production where it was. Every decision is written to the audit trail (see
 :mod:`stages.audit`), and a promotion tags HEAD ``<model>@v<version>``.
 
 Run as ``python -m stages.promote`` from the repository root (``mlops promote``).
@@ -19,13 +22,16 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from stages import audit, common, evaluate
 
 KIND = "promote"
 EVALUATE = "evaluate"
+REGISTER = "register"
 TAG_GATES = "mlops.gates_passed"
+TAG_RUN_ID = "mlops.run_id"
 
 
 @dataclass(frozen=True)
@@ -75,11 +81,6 @@ def by_alias(client: Any, name: str, alias: str) -> Any | None:
         return client.get_model_version_by_alias(name, alias)
     except MlflowException:
         return None
-
-
-def _newest(client: Any, name: str) -> Any | None:
-    versions = client.search_model_versions(f"name='{name}'")
-    return max(versions, key=lambda v: int(v.version), default=None)
 
 
 def tag_verdicts(tags: Mapping[str, str]) -> dict[str, Any]:
@@ -134,33 +135,81 @@ def _v(version: str | None) -> str:
     return f"version {version}" if version else "no model"
 
 
-def _stale_candidate(
-    client: Any, reg: Registry, newest: Any, candidate: Any, previous: str | None
+def _gates_failed(
+    client: Any, reg: Registry, version: Any, previous: str | None, source: str
 ) -> int:
-    """The newest version was registered without the candidate alias: refuse it."""
-    tags = dict(newest.tags or {})
+    """This commit's version failed its gates when it was registered: refuse it."""
+    tags = dict(version.tags or {})
     verdicts = tag_verdicts(tags)
     failed = [
         f"{g['metric']}.{g['rule']}" for g in verdicts["gates"] if not g["passed"]
     ]
-    why = (
-        f"its gates failed ({', '.join(failed)})" if failed else "it is not a candidate"
-    )
     when = audit.now_utc()
     entry = audit.build_entry(
         when=when,
         outcome=audit.REFUSED,
-        reason=f"version {newest.version} is newer than @{reg.candidate} "
-        f"(version {candidate.version}) and was registered without the alias: {why}",
+        reason=f"version {version.version}, registered by this commit's run "
+        f"({source}), failed its gates ({', '.join(failed) or 'see its tags'})",
         model=reg.model,
-        version=str(newest.version),
+        version=str(version.version),
         previous=previous,
         version_tags=tags,
-        params=_run_params(client, tags.get("mlops.run_id")),
+        params=_run_params(client, tags.get(TAG_RUN_ID)),
         metrics={"candidate": tag_metrics(tags), "production": None},
         verdicts=verdicts,
     )
     return _refuse(client, entry, when, f"refused: {entry['reason']}")
+
+
+def registered(params: Mapping[str, Any]) -> tuple[str, Any]:
+    """The register stage's record in this checkout: the version its run made."""
+    for stage_id, raw in (params.get("stages") or {}).items():
+        if (raw or {}).get("uses") == REGISTER:
+            spec = common.stage_spec(params, stage_id, REGISTER)
+            path = str(common.need(spec, "outputs", "registered"))
+            break
+    else:
+        raise common.StageError(
+            "no 'register' stage in params.yaml: promotion promotes the model "
+            "version that stage registers"
+        )
+    if not Path(path).is_file():
+        raise common.StageError(
+            f"{path} is missing: run `mlops run` first (CI runs `mlops run --pull`, "
+            "which restores it from the run-cache); promote takes the model "
+            "version this commit's pipeline registered"
+        )
+    return path, common.read_json(Path(path))
+
+
+def commit_version(
+    client: Any, reg: Registry, source: str, record: Any, uri: str
+) -> Any:
+    """The registry's copy of the version the record names, checked to be it."""
+    from mlflow.exceptions import MlflowException
+
+    if record.get("model") != reg.model:
+        raise common.StageError(
+            f"{source} names model {record.get('model')!r}, but the registry model "
+            f"is {reg.model!r}: run `mlops run` again"
+        )
+    number = str(record.get("version"))
+    try:
+        version = client.get_model_version(reg.model, number)
+    except MlflowException as e:
+        raise common.StageError(
+            f"{reg.model} version {number} ({source}) is not in the registry at "
+            f"{uri}: it was registered in another MLflow store. "
+            "CI needs a shared tracking server (MLFLOW_TRACKING_URI in ci.secrets)"
+        ) from e
+    run_id = (version.tags or {}).get(TAG_RUN_ID)
+    if run_id != record.get("run_id"):
+        raise common.StageError(
+            f"{reg.model} version {number} in the registry comes from run {run_id}, "
+            f"but {source} says run {record.get('run_id')}: the registry was reset "
+            "or shared with another project; run `mlops run --force`"
+        )
+    return version
 
 
 def score_and_gate(
@@ -184,26 +233,26 @@ def score_and_gate(
 
 
 def promote(params: Mapping[str, Any], client: Any) -> int:
-    """Score, gate and (only then) move the production alias; return the exit code."""
+    """Score, gate and (only then) move the production alias; return the exit code.
+
+    The version promoted is the one this checkout's pipeline registered (the
+    register stage's record), not whichever version holds the candidate alias:
+    another pull request may have moved that alias since.
+    """
     reg = registry(params)
-    candidate = by_alias(client, reg.model, reg.candidate)
-    if candidate is None:
-        raise common.StageError(
-            f"no version of {reg.model} holds @{reg.candidate}: run `mlops run` and "
-            "check that its gates pass"
-        )
+    source, record = registered(params)
+    candidate = commit_version(client, reg, source, record, common.tracking_uri(params))
     production = by_alias(client, reg.model, reg.production)
     previous = str(production.version) if production is not None else None
-    newest = _newest(client, reg.model)
-    if newest is not None and int(newest.version) > int(candidate.version):
-        return _stale_candidate(client, reg, newest, candidate, previous)
     if previous == str(candidate.version):
         common.say(
             KIND,
-            f"{reg.model} version {previous} is @{reg.candidate} and already "
+            f"{reg.model} version {previous}, registered by this commit, is already "
             f"@{reg.production}; nothing to promote",
         )
         return 0
+    if not record.get("gates_passed"):
+        return _gates_failed(client, reg, candidate, previous, source)
     cand_metrics, prod_metrics, verdicts = score_and_gate(
         params, reg.model, str(candidate.version), previous
     )
@@ -217,7 +266,7 @@ def promote(params: Mapping[str, Any], client: Any) -> int:
         version=str(candidate.version),
         previous=previous,
         version_tags=tags,
-        params=_run_params(client, tags.get("mlops.run_id") or candidate.run_id),
+        params=_run_params(client, tags.get(TAG_RUN_ID) or candidate.run_id),
         metrics={"candidate": cand_metrics, "production": prod_metrics},
         verdicts=verdicts,
     )

@@ -106,7 +106,7 @@ def test_first_candidate_is_promoted_with_an_audit_entry_and_a_git_tag(
     assert entry["params"]["n_estimators"] == "200"  # type: ignore[index]
     assert _tags(repo) == ["cancer-classifier@v1"]
     again = mlops("promote", cwd=repo).stdout
-    assert "already @production; nothing to promote" in again
+    assert "registered by this commit, is already @production" in again
     assert len(_log(repo)) == 1
 
 
@@ -191,6 +191,22 @@ def test_a_better_candidate_is_promoted(repo: Path) -> None:
     assert sorted(_tags(repo)) == ["cancer-classifier@v1", "cancer-classifier@v2"]
 
 
+def test_promote_takes_this_commits_version_not_whatever_holds_candidate(
+    repo: Path,
+) -> None:
+    # Another pull request moved @candidate back to version 1 meanwhile.
+    probe = (
+        "import mlflow\n"
+        "c = mlflow.MlflowClient('sqlite:///.mlops/mlflow.db')\n"
+        f"c.set_registered_model_alias({MODEL!r}, 'candidate', '1')\n"
+    )
+    run([sys.executable, "-c", probe], cwd=repo)
+    again = mlops("promote", cwd=repo).stdout
+    assert "version 2, registered by this commit, is already @production" in again
+    assert _aliases(repo) == {"candidate": "1", "production": "2"}
+    assert len(_log(repo)) == 2
+
+
 def test_a_worse_model_is_never_a_candidate_and_promote_refuses_it(
     repo: Path,
 ) -> None:
@@ -200,13 +216,13 @@ def test_a_worse_model_is_never_a_candidate_and_promote_refuses_it(
         "estimator: sklearn.dummy.DummyClassifier\n      params: {strategy: prior}",
         "a model that learns nothing",
     )
-    assert _aliases(repo) == {"candidate": "2", "production": "2"}
+    assert _aliases(repo) == {"candidate": "1", "production": "2"}
     proc = mlops("promote", cwd=repo, check=False)
     assert proc.returncode == 1
-    assert "refused: version 3 is newer than @candidate" in proc.stderr
-    assert "accuracy.min" in proc.stderr
+    assert "refused: version 3, registered by this commit's run" in proc.stderr
+    assert "failed its gates (accuracy.min" in proc.stderr
     assert "production stays at version 2" in proc.stderr
-    assert _aliases(repo) == {"candidate": "2", "production": "2"}
+    assert _aliases(repo) == {"candidate": "1", "production": "2"}
     entry = _log(repo)[-1]
     assert entry["outcome"] == "refused" and entry["version"] == "3"
     assert entry["new_production"] == "2" and entry["gates_passed"] is False
@@ -238,13 +254,32 @@ def test_history_answers_which_model_served_when(repo: Path) -> None:
     assert before.returncode == 1 and "no version" in before.stderr
 
 
-def test_no_candidate_is_an_error(tmp_path: Path) -> None:
+def test_promote_before_a_run_is_an_error(tmp_path: Path) -> None:
     shutil.copytree(ROOT / "stages", tmp_path / "stages")
     shutil.copy(ROOT / "mlops.yaml", tmp_path / "mlops.yaml")
     mlops("compile", cwd=tmp_path)
     proc = mlops("promote", cwd=tmp_path, check=False)
     assert proc.returncode == 1
-    assert "no version of cancer-classifier holds @candidate" in proc.stderr
+    assert "artifacts/register/registered.json is missing: run `mlops run`" in (
+        proc.stderr
+    )
+
+
+def test_a_version_from_another_registry_is_an_error(tmp_path: Path) -> None:
+    shutil.copytree(ROOT / "stages", tmp_path / "stages")
+    shutil.copy(ROOT / "mlops.yaml", tmp_path / "mlops.yaml")
+    mlops("compile", cwd=tmp_path)
+    record = {"model": MODEL, "version": "7", "run_id": "abc", "gates_passed": True}
+    (tmp_path / "artifacts" / "register").mkdir(parents=True)
+    (tmp_path / "artifacts" / "register" / "registered.json").write_text(
+        json.dumps(record)
+    )
+    proc = mlops("promote", cwd=tmp_path, check=False)
+    assert proc.returncode == 1
+    assert "cancer-classifier version 7 (artifacts/register/registered.json) is " in (
+        proc.stderr
+    )
+    assert "registered in another MLflow store" in proc.stderr
 
 
 # Pure helpers: no MLflow, no processes.
