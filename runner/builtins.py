@@ -20,8 +20,11 @@ COMMON_MODULE = f"{STAGES_PACKAGE}/common.py"
 class Kind(Enum):
     """How DVC treats an output."""
 
+    # Every plain output is DVC-cached, small JSON files too: DVC (3.x) keeps
+    # no run-cache for a stage with a `cache: false` output that is neither a
+    # metric nor a plot, so such a stage could never be restored on another
+    # machine (after a merge, on an Argo pod) and would run again.
     OUT = "outs"  # cached by DVC, pushed to the remote
-    SMALL = "outs-git"  # small file kept in git (cache: false)
     METRIC = "metrics"  # kept in git, shown by `dvc metrics`
     PLOTS = "plots"  # kept in git, shown by `dvc plots`
 
@@ -79,7 +82,7 @@ BUILTINS: dict[str, Builtin] = {
             "tune",
             (Input("train"), Input("preprocessor")),
             (
-                _o("best_params", "best_params.json", Kind.SMALL),
+                _o("best_params", "best_params.json"),
                 _o("trials", "trials.csv", Kind.PLOTS),
             ),
         ),
@@ -89,7 +92,7 @@ BUILTINS: dict[str, Builtin] = {
             (
                 _o("model", "model"),
                 _o("train_metrics", "train_metrics.json", Kind.METRIC),
-                _o("run", "run.json", Kind.SMALL),
+                _o("run", "run.json"),
             ),
         ),
         Builtin(
@@ -105,7 +108,7 @@ BUILTINS: dict[str, Builtin] = {
         Builtin(
             "register",
             (Input("model"), Input("metrics"), Input("gates"), Input("run")),
-            (_o("registered", "registered.json", Kind.SMALL),),
+            (_o("registered", "registered.json"),),
         ),
     )
 }

@@ -31,7 +31,6 @@ class PlannedStage:
     deps: tuple[str, ...]
     params: tuple[str, ...]
     outs: tuple[str, ...]  # cached by DVC and pushed to the remote
-    small_outs: tuple[str, ...]  # kept in git
     metrics: tuple[str, ...]
     plots: tuple[str, ...]
     always_changed: bool
@@ -40,7 +39,7 @@ class PlannedStage:
     source: StageSpec | None = None
 
     def writes(self) -> tuple[str, ...]:
-        return tuple(sorted({*self.outs, *self.small_outs, *self.metrics, *self.plots}))
+        return tuple(sorted({*self.outs, *self.metrics, *self.plots}))
 
 
 @dataclass(frozen=True)
@@ -96,7 +95,6 @@ def _builtin_files(
         "deps": deps,
         "params": params,
         "outs": by_kind[Kind.OUT],
-        "small_outs": by_kind[Kind.SMALL],
         "metrics": by_kind[Kind.METRIC],
         "plots": by_kind[Kind.PLOTS],
         "inputs": dict(sorted(inputs.items())),
@@ -110,7 +108,6 @@ def _custom_files(stage: StageSpec) -> dict[str, Any]:
         "deps": list(stage.deps),
         "params": [f"stages.{stage.name}"] if stage.settings else [],
         "outs": list(stage.outs),
-        "small_outs": [],
         "metrics": list(stage.metrics),
         "plots": list(stage.plots),
         "inputs": {},
@@ -181,20 +178,23 @@ def build(spec: Spec) -> Plan:
     writers = {
         path: name
         for name, f in files.items()
-        for key in ("outs", "small_outs", "metrics", "plots")
+        for key in ("outs", "metrics", "plots")
         for path in f[key]
     }
     # DVC orders stages by their files alone, so a `need` whose outputs the
-    # stage does not already read becomes a dependency on all of them: that
-    # is what makes "train after validate" real, and a failed validation stop
-    # everything after it.
+    # stage does not already read becomes a dependency on them: that is what
+    # makes "train after validate" real, and a failed validation stop
+    # everything after it. Its verdict (its metrics) is enough
+    # when it has one; a report that differs byte for byte on every run (the
+    # deepchecks HTML) would otherwise rerun everything downstream and keep
+    # them from ever being restored from the run-cache on another machine.
     for s in spec.stages:
         reads = set(files[s.name]["inputs"].values())
         for need in s.needs:
             f = files[need]
-            written = [*f["outs"], *f["small_outs"], *f["metrics"], *f["plots"]]
+            written = [*f["outs"], *f["metrics"], *f["plots"]]
             if not reads.intersection(written):
-                files[s.name]["deps"] += written
+                files[s.name]["deps"] += f["metrics"] or written
     edges = {
         (owner, name)
         for name, f in files.items()
@@ -210,7 +210,6 @@ def build(spec: Spec) -> Plan:
             deps=tuple(sorted(set(files[s.name]["deps"]))),
             params=tuple(files[s.name]["params"]),
             outs=tuple(sorted(files[s.name]["outs"])),
-            small_outs=tuple(sorted(files[s.name]["small_outs"])),
             metrics=tuple(sorted(files[s.name]["metrics"])),
             plots=tuple(sorted(files[s.name]["plots"])),
             always_changed=files[s.name]["always_changed"],

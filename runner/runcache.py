@@ -2,7 +2,7 @@
 
 `dvc push --run-cache` (DVC 3) uploads the run records and the DVC-cached
 outputs of the workspace, but not the objects of `cache: false` outputs: the
-metrics, plots and small JSON files a stage keeps in git. DVC's run-cache keeps
+metrics and plots a stage keeps in git. DVC's run-cache keeps
 those locally (it saves them into the cache when it records a run), and
 `dvc repro --pull` downloads them when it restores a run elsewhere, but with
 nothing on the remote that restore fails and the stage runs again: after a

@@ -10,7 +10,7 @@ import yaml
 
 from runner import plan as planner
 from runner import spec as specs
-from tests.support import dvc, mlops
+from tests.support import ROOT, dvc, mlops
 
 SPEC = """\
 version: 1
@@ -166,3 +166,17 @@ def test_an_outside_source_is_read_every_run_but_rerun_only_on_change(
     _rows(repo, 3)
     assert _ran(mlops("run", cwd=repo).stdout) == ["ingest", "count"]
     assert (repo / "out/n.txt").read_text() == "3"
+
+
+def test_a_need_becomes_a_dependency_on_its_verdict_or_its_outputs(
+    repo: Path,
+) -> None:
+    example = planner.build(specs.load(ROOT / "mlops.yaml"))
+    preprocess = example.stage("preprocess")
+    assert "artifacts/validate/validation.json" in preprocess.deps
+    # The HTML report differs on every run: depending on it would rerun
+    # everything after validate and defeat the run-cache.
+    assert "artifacts/validate/deepchecks.html" not in preprocess.deps
+    _toy(repo)
+    toy = planner.build(specs.load(repo / "mlops.yaml"))
+    assert "data/b.txt" in toy.stage("report").deps  # `double` has no verdict

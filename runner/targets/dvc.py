@@ -17,7 +17,7 @@ def _stage(stage: PlannedStage) -> dict[str, Any]:
         "cmd": stage.cmd,
         "deps": list(stage.deps),
         "params": list(stage.params),
-        "outs": [*stage.outs, *({p: NO_CACHE} for p in stage.small_outs)],
+        "outs": list(stage.outs),
         "metrics": [{p: NO_CACHE} for p in stage.metrics],
         "plots": [{p: NO_CACHE} for p in stage.plots],
         "always_changed": stage.always_changed,
