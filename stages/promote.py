@@ -36,10 +36,9 @@ TAG_RUN_ID = "mlops.run_id"
 
 @dataclass(frozen=True)
 class Registry:
-    """The registered model's name and the two aliases promotion works with."""
+    """The registered model's name and the alias promotion moves."""
 
     model: str
-    candidate: str
     production: str
 
 
@@ -48,7 +47,6 @@ def registry(params: Mapping[str, Any]) -> Registry:
     reg = params.get("registry") or {}
     return Registry(
         model=str(reg.get("model") or common.project(params)["name"]),
-        candidate=str(reg.get("candidate_alias") or "candidate"),
         production=str(reg.get("production_alias") or "production"),
     )
 
