@@ -206,12 +206,10 @@ def repro(
     ) as proc:  # fmt: skip
         for line in _lines(proc):
             text = line.rstrip("\n")
+            m = _RUNNING.match(text) or _RESTORED.match(text)
+            if m and m.group(1) in outcome.unchanged:
+                outcome.unchanged.remove(m.group(1))  # its pull failed
             step = len(outcome.ran) + len(outcome.unchanged) + len(outcome.restored)
-            if (m := _RUNNING.match(text) or _RESTORED.match(text)) and (
-                m.group(1) in outcome.unchanged  # its pull failed
-            ):
-                outcome.unchanged.remove(m.group(1))
-                step -= 1
             if m := _PULLING.match(text):
                 finish()
                 outcome.unchanged.append(m.group(1))
@@ -244,12 +242,6 @@ def repro(
 
 def push(root: Path, stages: list[str], say: Callable[[str], None]) -> None:
     """Push outputs and the run-cache, git-kept outputs included (runner.runcache)."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "runner.runcache", *stages],
-        cwd=root, env=environment(), capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    for line in proc.stdout.splitlines():
+    out = _run([sys.executable, "-m", "runner.runcache", *stages], root, "push")
+    for line in out.splitlines():
         say(line)
-    if proc.returncode != 0:
-        detail = (proc.stderr or proc.stdout).strip().splitlines()
-        raise RunError(f"push failed: {detail[-1] if detail else proc.returncode}")

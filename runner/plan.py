@@ -184,10 +184,10 @@ def build(spec: Spec) -> Plan:
     # DVC orders stages by their files alone, so a `need` whose outputs the
     # stage does not already read becomes a dependency on them: that is what
     # makes "train after validate" real, and a failed validation stop
-    # everything after it. Its verdict (its metrics) is enough
-    # when it has one; a report that differs byte for byte on every run (the
-    # deepchecks HTML) would otherwise rerun everything downstream and keep
-    # them from ever being restored from the run-cache on another machine.
+    # everything after it. Its verdict (its metrics) is enough when it has
+    # one; a report that differs byte for byte on every run (the deepchecks
+    # HTML) would otherwise rerun everything downstream and keep it from ever
+    # being restored from the run-cache on another machine.
     for s in spec.stages:
         reads = set(files[s.name]["inputs"].values())
         for need in s.needs:

@@ -25,13 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stages import audit, common, evaluate
+from stages import audit, common, evaluate, register
+from stages.register import TAG_GATES, TAG_RUN_ID
 
 KIND = "promote"
-EVALUATE = "evaluate"
-REGISTER = "register"
-TAG_GATES = "mlops.gates_passed"
-TAG_RUN_ID = "mlops.run_id"
 
 
 @dataclass(frozen=True)
@@ -53,12 +50,14 @@ def registry(params: Mapping[str, Any]) -> Registry:
 
 def evaluate_spec(params: Mapping[str, Any]) -> dict[str, Any]:
     """The first evaluate stage: it names the held-out split and the metrics."""
+    return _first_stage(params, evaluate.KIND, "promotion needs its held-out split")
+
+
+def _first_stage(params: Mapping[str, Any], kind: str, why: str) -> dict[str, Any]:
     for stage_id, raw in (params.get("stages") or {}).items():
-        if (raw or {}).get("uses") == EVALUATE:
-            return common.stage_spec(params, stage_id, EVALUATE)
-    raise common.StageError(
-        "no 'evaluate' stage in params.yaml: promotion needs its held-out test split"
-    )
+        if (raw or {}).get("uses") == kind:
+            return common.stage_spec(params, stage_id, kind)
+    raise common.StageError(f"no '{kind}' stage in params.yaml: {why}")
 
 
 def metric_names(params: Mapping[str, Any], spec: Mapping[str, Any]) -> list[str]:
@@ -161,16 +160,10 @@ def _gates_failed(
 
 def registered(params: Mapping[str, Any]) -> tuple[str, Any]:
     """The register stage's record in this checkout: the version its run made."""
-    for stage_id, raw in (params.get("stages") or {}).items():
-        if (raw or {}).get("uses") == REGISTER:
-            spec = common.stage_spec(params, stage_id, REGISTER)
-            path = str(common.need(spec, "outputs", "registered"))
-            break
-    else:
-        raise common.StageError(
-            "no 'register' stage in params.yaml: promotion promotes the model "
-            "version that stage registers"
-        )
+    spec = _first_stage(
+        params, register.KIND, "promotion promotes the version that stage registers"
+    )
+    path = str(common.need(spec, "outputs", "registered"))
     if not Path(path).is_file():
         raise common.StageError(
             f"{path} is missing: run `mlops run` first (CI runs `mlops run --pull`, "

@@ -121,6 +121,7 @@ def test_a_committed_run_is_pulled_or_run_again_when_the_remote_lacks_it(
     fresh = _clone(root, tmp_path / "fresh")
     out = mlops("run", "--pull", cwd=fresh).stdout
     assert _ran(out) == ["make", "report"], out
+    assert "2 stages, 2 ran, 0 unchanged" in out  # a failed pull is not unchanged
 
 
 def test_plain_dvc_push_leaves_git_kept_outputs_behind(
