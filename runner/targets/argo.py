@@ -14,6 +14,15 @@ from typing import Any
 
 from runner.plan import Plan, PlannedStage
 from runner.spec import Spec
+from runner.targets.pod import (
+    LABEL_MANAGED,
+    LABEL_PROJECT,
+    MANAGED_BY,
+    container_security_context,
+    image,
+    pod_security_context,
+    secret_env,
+)
 
 API_VERSION = "argoproj.io/v1alpha1"
 DIR = "argo"
@@ -32,13 +41,9 @@ P_REVISION = "revision"
 # The default branch's head, for the scheduled drift check.
 DEFAULT_BRANCH_HEAD = "HEAD"
 
-# The non-root user of the Dockerfile's image; keep the two in step.
-UID = 10001
 WORKSPACE = "/workspace"
 WORKSPACE_VOLUME = "workspace"
 GPU = "nvidia.com/gpu"
-LABEL_PROJECT = "app.kubernetes.io/name"
-LABEL_MANAGED = "app.kubernetes.io/managed-by"
 LABEL_STAGE = "mlops.dev/stage"
 LABEL_REVISION = "mlops.dev/revision"
 ANNOTATION_CMD = "mlops.dev/cmd"
@@ -68,13 +73,8 @@ def template_name(stage: str) -> str:
     return STAGE_PREFIX + stage
 
 
-def image(spec: Spec) -> str:
-    """The image of every pod: `argo.image`, else the one the Dockerfile builds."""
-    return str(spec.argo.get("image") or f"{spec.project.name}:latest")
-
-
 def _labels(spec: Spec) -> dict[str, str]:
-    return {LABEL_PROJECT: spec.project.name, LABEL_MANAGED: "mlops"}
+    return {LABEL_PROJECT: spec.project.name, LABEL_MANAGED: MANAGED_BY}
 
 
 def _metadata(spec: Spec, name: str) -> dict[str, Any]:
@@ -92,15 +92,6 @@ def _resources(stage: PlannedStage, spec: Spec) -> dict[str, Any]:
     return {k: v for k, v in {"requests": amounts, "limits": limits}.items() if v}
 
 
-def _secret_env(secrets: dict[str, str]) -> list[dict[str, Any]]:
-    env = []
-    for var, ref in sorted(secrets.items()):
-        name, key = ref.split("/", 1)
-        ref_ = {"secretKeyRef": {"name": name, "key": key}}
-        env.append({"name": var, "valueFrom": ref_})
-    return env
-
-
 def _env(spec: Spec, secrets: dict[str, str], revision: str) -> list[dict[str, Any]]:
     plain = {
         "DVC_NO_ANALYTICS": "1",
@@ -112,32 +103,10 @@ def _env(spec: Spec, secrets: dict[str, str], revision: str) -> list[dict[str, A
         "MLOPS_REVISION": revision,
     }
     env = [{"name": k, "value": v} for k, v in plain.items()]
-    return env + _secret_env({**spec.argo.get("secrets", {}), **secrets})
+    return env + secret_env({**spec.argo.get("secrets", {}), **secrets})
 
 
-# -- pod security ----------------------------------------------------------------
-
-
-def pod_security_context() -> dict[str, Any]:
-    """The restricted Pod Security Standard, for the whole pod."""
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": UID,
-        "runAsGroup": UID,
-        "fsGroup": UID,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
-def container_security_context() -> dict[str, Any]:
-    """The restricted Pod Security Standard, for each container."""
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": UID,
-        "allowPrivilegeEscalation": False,
-        "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
+# -- pod settings ----------------------------------------------------------------
 
 
 def _pod_settings(spec: Spec) -> dict[str, Any]:
