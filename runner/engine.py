@@ -19,6 +19,7 @@ from pathlib import Path
 
 from runner.errors import RunError
 from runner.plan import Plan
+from runner.targets.dvc import DVC_FILE
 
 # Libraries that phone home unless told not to; a pipeline run never should.
 QUIET_ENV = {
@@ -135,8 +136,12 @@ def _reasons(entries: list[object]) -> list[str]:
 
 
 def status(root: Path) -> Status:
-    """DVC's view of which stages are out of date, and why."""
-    text = _run(dvc("status", "--json"), root, "dvc status")
+    """DVC's view of which stages of the spec's own dvc.yaml are out of date, and why.
+
+    Scoped to that file: without a target DVC collects every dvc.yaml in the
+    repository (test fixtures, vendored examples), whose stages share our names.
+    """
+    text = _run(dvc("status", "--json", DVC_FILE), root, "dvc status")
     raw = json.loads(text or "{}")
     reasons = {}
     for target, entries in raw.items():
@@ -199,7 +204,7 @@ def repro(
     flags = ["--force"] if force else []
     if pull:
         flags.append("--pull")
-    args = dvc("repro", *flags)
+    args = dvc("repro", *flags, DVC_FILE)
     with subprocess.Popen(
         args, cwd=root, env=environment(), stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True, bufsize=1,

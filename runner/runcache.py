@@ -28,6 +28,13 @@ def _kept_in_git(stage: Any) -> bool:
     return any(not out.use_cache for out in stage.outs)
 
 
+def _own_stages(repo: Any) -> list[Any]:
+    """The stages of the spec's dvc.yaml, not of every dvc.yaml DVC finds."""
+    from runner.targets.dvc import DVC_FILE
+
+    return list(repo.stage.collect(DVC_FILE))
+
+
 def _run_entries(repo: Any, names: set[str]) -> tuple[list[tuple[str, str]], list[str]]:
     """The run-cache record (key, value) of each named stage's current run."""
     # DVC names these helpers privately; the exact DVC pin in constraints.txt
@@ -36,7 +43,7 @@ def _run_entries(repo: Any, names: set[str]) -> tuple[list[tuple[str, str]], lis
     from dvc.stage.serialize import to_single_stage_lockfile
 
     entries, skipped = [], []
-    for stage in repo.index.stages:
+    for stage in _own_stages(repo):
         if names and stage.name not in names:
             continue
         if not _kept_in_git(stage):
@@ -56,14 +63,16 @@ def push(root: Path, stages: Sequence[str]) -> list[str]:
     from dvc.repo import Repo
 
     with Repo(str(root)) as repo:
-        known = {s.name for s in repo.index.stages}
+        own = _own_stages(repo)
+        known = {s.name for s in own}
         unknown = sorted(set(stages) - known)
         if unknown:
             raise ValueError(
                 f"no stage named {', '.join(map(repr, unknown))} in dvc.yaml "
                 f"(stages: {', '.join(sorted(known))})"
             )
-        pushed = repo.push(targets=list(stages) or None, run_cache=True)
+        targets = [s.addressing for s in own if not stages or s.name in stages]
+        pushed = repo.push(targets=targets, run_cache=True)
         entries, skipped = _run_entries(repo, set(stages))
         kept = 0
         for objs in repo.stage_cache.get_used_objs(entries).values():

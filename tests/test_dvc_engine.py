@@ -94,6 +94,25 @@ def test_run_plan_and_rerun(repo: Path) -> None:
     assert json.loads((repo / "report.json").read_text()) == {"value": 15}
 
 
+def test_plan_run_and_push_count_only_the_specs_own_dvc_yaml(repo: Path) -> None:
+    # Another dvc.yaml with the same stage names and no .dvcignore to hide it,
+    # as tests/golden/*/dvc.yaml are in this repository: always out of date.
+    _toy(repo)
+    other = repo / "fixtures" / "golden"
+    other.mkdir(parents=True)
+    (other / "dvc.yaml").write_text(
+        "stages:\n  double:\n    cmd: exit 1\n    deps: [missing.txt]\n"
+        "    outs: [never.txt]\n"
+    )
+    mlops("run", cwd=repo)
+    planned = mlops("plan", cwd=repo).stdout
+    assert planned.splitlines()[0] == "0 of 3 stages would run:", planned
+    assert "missing.txt" not in planned
+    assert "3 stages, 0 ran, 3 unchanged" in mlops("run", cwd=repo).stdout
+    pushed = mlops("push", cwd=repo).stdout
+    assert "pushed" in pushed and not (other / "never.txt").exists()
+
+
 def test_compile_check_names_stale_files(repo: Path) -> None:
     _toy(repo)
     mlops("compile", cwd=repo)

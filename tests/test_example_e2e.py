@@ -25,6 +25,19 @@ def _example(repo: Path) -> Path:
     return repo
 
 
+def _this_repository(repo: Path) -> Path:
+    """Every file git tracks here, goldens and their dvc.yaml files included."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        source, target = ROOT / name, repo / name
+        if source.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    return repo
+
+
 def _registry(repo: Path, uri: str | None = None) -> list[dict[str, object]]:
     """Model versions in the registry, read by a separate process."""
     probe = (
@@ -48,7 +61,10 @@ def _registry(repo: Path, uri: str | None = None) -> list[dict[str, object]]:
 
 
 def test_example_runs_then_skips_then_reruns_only_downstream(repo: Path) -> None:
-    _example(repo)
+    # This repository's own layout: tests/golden/*/dvc.yaml hold stages with the
+    # same names, which neither the plan nor the run may count as ours.
+    _this_repository(repo)
+    assert any((repo / "tests" / "golden").glob("*/dvc.yaml"))
     first = mlops("run", cwd=repo).stdout
     assert RAN.findall(first) == [
         "ingest",
@@ -65,12 +81,21 @@ def test_example_runs_then_skips_then_reruns_only_downstream(repo: Path) -> None
     versions = _registry(repo)
     assert len(versions) == 1 and versions[0]["aliases"] == ["candidate"]
 
+    plan = mlops("plan", cwd=repo).stdout
+    assert plan.splitlines()[0] == "0 of 6 stages would run:", plan
+    assert "golden" not in plan
+
     second = mlops("run", cwd=repo).stdout
     assert RAN.findall(second) == []
     assert "6 stages, 0 ran, 6 unchanged" in second
 
     spec = repo / "mlops.yaml"
     spec.write_text(spec.read_text().replace("n_estimators: 200", "n_estimators: 50"))
+    plan = mlops("plan", cwd=repo).stdout
+    assert "\n3 of 6 stages would run:\n" in plan, plan  # after "compiled ..."
+    assert re.findall(r"^  (\S+)", plan, re.M) == ["train", "evaluate", "register"]
+    assert "stages.train" in plan and "golden" not in plan
+    assert "unchanged: ingest, validate, preprocess" in plan
     third = mlops("run", cwd=repo).stdout
     assert RAN.findall(third) == ["train", "evaluate", "register"]
     assert len(_registry(repo)) == 2
