@@ -34,6 +34,9 @@ TAG_PREFIX = "mlops.audit."
 LOG_FILE = Path("audit") / "promotions.jsonl"
 PROMOTED = "promoted"
 REFUSED = "refused"
+ROLLED_BACK = "rolled-back"
+# The outcomes that move the production alias: ``version`` serves afterwards.
+MOVES_PRODUCTION = (PROMOTED, ROLLED_BACK)
 # MLflow's SQL stores keep a registered-model tag value in VARCHAR(5000).
 MAX_TAG_CHARS = 5000
 SHORT = 8
@@ -87,7 +90,7 @@ def build_entry(
         "model": model,
         "version": version,
         "previous": previous,
-        "new_production": version if outcome == PROMOTED else previous,
+        "new_production": version if outcome in MOVES_PRODUCTION else previous,
         "actor": actor(),
         "head_commit": common.git_commit(),
         "train_commit": version_tags.get(common.TAG_GIT_COMMIT),
@@ -134,6 +137,40 @@ def read_entries(tags: Mapping[str, str]) -> list[dict[str, Any]]:
     return sorted(entries, key=lambda e: str(e.get("time", "")))
 
 
+def rolled_back_from(
+    entries: Sequence[Mapping[str, Any]], version: str
+) -> dict[str, Any] | None:
+    """The last rollback away from ``version``, if production was taken off it."""
+    found = None
+    for e in entries:
+        if e.get("outcome") == ROLLED_BACK and str(e.get("previous")) == version:
+            found = dict(e)
+    return found
+
+
+def promoted_before(entries: Sequence[Mapping[str, Any]], version: str) -> str | None:
+    """The version that served before ``version`` was last promoted, if any."""
+    before = None
+    for e in entries:
+        if e.get("outcome") == PROMOTED and str(e.get("version")) == version:
+            before = e.get("previous")
+    return str(before) if before else None
+
+
+def model_entries(client: Any, name: str) -> list[dict[str, Any]]:
+    """The audit entries of a registered model (none if it does not exist yet)."""
+    from mlflow.exceptions import MlflowException
+
+    from stages import lookups
+
+    try:
+        return read_entries(client.get_registered_model(name).tags)
+    except MlflowException as e:
+        if lookups.absent(e):
+            return []
+        raise
+
+
 def parse_when(text: str) -> datetime:
     """A date or datetime in UTC; a bare date means the end of that day."""
     try:
@@ -149,10 +186,10 @@ def parse_when(text: str) -> datetime:
 
 
 def serving_at(entries: Sequence[Mapping[str, Any]], when: datetime) -> dict | None:
-    """The last promotion at or before ``when``: the model that served then."""
+    """The last promotion or rollback at or before ``when``: what served then."""
     last = None
     for e in entries:
-        if e.get("outcome") != PROMOTED:
+        if e.get("outcome") not in MOVES_PRODUCTION:
             continue
         if datetime.fromisoformat(str(e["time"])) <= when:
             last = dict(e)
@@ -201,7 +238,8 @@ def describe(entry: Mapping[str, Any], when: datetime) -> list[str]:
     return [
         f"at {when.isoformat(timespec='seconds')}: {entry['model']} "
         f"version {entry['version']} was in production",
-        f"  promoted {entry['time']} by {entry.get('actor')}"
+        f"  {'rolled back to' if entry.get('outcome') == ROLLED_BACK else 'promoted'}"
+        f" {entry['time']} by {entry.get('actor')}"
         + (f", replacing version {entry['previous']}" if entry.get("previous") else ""),
         f"  code: commit {entry.get('train_commit') or 'unknown'}",
         f"  data: train split md5 {entry.get('data_md5') or 'unknown'}",
@@ -212,17 +250,12 @@ def describe(entry: Mapping[str, Any], when: datetime) -> list[str]:
 
 def _history(args: argparse.Namespace) -> int:
     import mlflow
-    from mlflow.exceptions import MlflowException
 
     params = common.load_params()
     registry = params.get("registry") or {}
     name = str(registry.get("model") or common.project(params)["name"])
     mlflow.set_tracking_uri(common.tracking_uri(params))
-    try:
-        tags = mlflow.MlflowClient().get_registered_model(name).tags
-    except MlflowException:
-        tags = {}
-    entries = read_entries(tags)
+    entries = model_entries(mlflow.MlflowClient(), name)
     if args.at:
         when = parse_when(args.at)
         entry = serving_at(entries, when)
@@ -232,7 +265,7 @@ def _history(args: argparse.Namespace) -> int:
             )
         lines = [encode(entry)] if args.json else describe(entry, when)
     else:
-        shown = [e for e in entries if args.all or e.get("outcome") == PROMOTED]
+        shown = [e for e in entries if args.all or e.get("outcome") in MOVES_PRODUCTION]
         if args.json:
             lines = [encode(e) for e in shown]
         elif not shown:

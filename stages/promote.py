@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stages import audit, common, evaluate, register
+from stages import audit, common, evaluate, lookups, register
 from stages.register import TAG_GATES, TAG_RUN_ID
 
 KIND = "promote"
@@ -71,13 +71,19 @@ def metric_names(params: Mapping[str, Any], spec: Mapping[str, Any]) -> list[str
 
 
 def by_alias(client: Any, name: str, alias: str) -> Any | None:
-    """The model version holding ``alias``, or None."""
+    """The model version holding ``alias``, or None when the registry says none does.
+
+    Only the registry's own "does not exist" answers mean absent: a refused
+    (403) or failing (500) look-up must not read as "no production model yet".
+    """
     from mlflow.exceptions import MlflowException
 
     try:
         return client.get_model_version_by_alias(name, alias)
-    except MlflowException:
-        return None
+    except MlflowException as e:
+        if lookups.absent(e, "alias"):
+            return None
+        raise
 
 
 def tag_verdicts(tags: Mapping[str, str]) -> dict[str, Any]:
@@ -154,6 +160,30 @@ def _gates_failed(
         params=_run_params(client, tags.get(TAG_RUN_ID)),
         metrics={"candidate": tag_metrics(tags), "production": None},
         verdicts=verdicts,
+    )
+    return _refuse(client, entry, when, f"refused: {entry['reason']}")
+
+
+def _rolled_back(
+    client: Any, reg: Registry, version: Any, previous: str | None, rollback: Any
+) -> int:
+    """Production was rolled back off this version: merging more code that
+    leaves the model unchanged must not put it back."""
+    tags = dict(version.tags or {})
+    when = audit.now_utc()
+    entry = audit.build_entry(
+        when=when,
+        outcome=audit.REFUSED,
+        reason=f"version {version.version} was rolled back from production at "
+        f"{rollback.get('time')} by {rollback.get('actor')}; a change that trains "
+        "a new version is needed to promote again",
+        model=reg.model,
+        version=str(version.version),
+        previous=previous,
+        version_tags=tags,
+        params=_run_params(client, tags.get(TAG_RUN_ID)),
+        metrics={"candidate": tag_metrics(tags), "production": None},
+        verdicts=tag_verdicts(tags),
     )
     return _refuse(client, entry, when, f"refused: {entry['reason']}")
 
@@ -244,6 +274,11 @@ def promote(params: Mapping[str, Any], client: Any) -> int:
         return 0
     if not record.get("gates_passed"):
         return _gates_failed(client, reg, candidate, previous, source)
+    rollback = audit.rolled_back_from(
+        audit.model_entries(client, reg.model), str(candidate.version)
+    )
+    if rollback is not None:
+        return _rolled_back(client, reg, candidate, previous, rollback)
     cand_metrics, prod_metrics, verdicts = score_and_gate(
         params, reg.model, str(candidate.version), previous
     )
