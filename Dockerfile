@@ -1,6 +1,7 @@
-# The image every Argo task runs in (argo.image in mlops.yaml): the project's
-# pinned dependencies, git to clone the commit a workflow runs, and a non-root
-# user whose uid matches runAsUser in the generated manifests (10001).
+# The image every Argo task runs in (argo.image in mlops.yaml) and the serving
+# pods run (deploy.image): the project's pinned dependencies, git to clone the
+# commit a workflow runs, and a non-root user whose uid matches runAsUser in the
+# generated manifests (10001).
 #   docker build -t <project name>:latest .
 FROM python:3.11-slim
 
@@ -15,6 +16,10 @@ COPY pyproject.toml constraints.txt README.md ./
 COPY runner ./runner
 COPY stages ./stages
 COPY schema ./schema
+# A serving pod has no checkout: `mlops serve -f /opt/mlops/mlops.yaml` reads
+# the registered model's name, the server settings and the estimator allow-list
+# from this copy, and fetches the version its manifest names from MLflow.
+COPY mlops.yaml ./
 # Editable, so that runner finds schema/ beside it as in a checkout.
 RUN pip install --no-cache-dir -c constraints.txt -e . \
     && mkdir /workspace && chown 10001:10001 /workspace

@@ -6,35 +6,48 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from runner import deploy_state, write
 from runner import plan as planner
-from runner import write
+from runner.deploy_state import Release
 from runner.spec import Spec
-from runner.targets import argo, dvc, github
+from runner.targets import argo, dvc, github, kube
 
-Target = Callable[[planner.Plan], Mapping[str, Mapping[str, Any]]]
+Files = Mapping[str, Mapping[str, Any]]
+Target = Callable[[planner.Plan], Files]
+ReleaseTarget = Callable[[planner.Plan, Release | None], Files]
 # Each target is a pure function: plan in, {path: data} out.
 TARGETS: tuple[Target, ...] = (
     dvc.compile_plan,
     argo.compile_plan,
     github.compile_plan,
 )
+# The deploy targets also take the release record (deploy/<env>/release.json),
+# state that `mlops promote` writes, read from disk by compile_to alone.
+RELEASE_TARGETS: tuple[ReleaseTarget, ...] = (kube.compile_plan,)
 
 
-def render(spec: Spec) -> dict[str, str]:
-    """Every generated file's path and exact text for this spec."""
+def render(spec: Spec, release: Release | None = None) -> dict[str, str]:
+    """Every generated file's path and exact text for this spec and release."""
     plan = planner.build(spec)
+    outputs = [target(plan) for target in TARGETS]
+    outputs += [target(plan, release) for target in RELEASE_TARGETS]
     files: dict[str, Mapping[str, Any]] = {}
-    for target in TARGETS:
-        for path, data in target(plan).items():
+    for output in outputs:
+        for path, data in output.items():
             if path in files:
                 raise ValueError(f"two targets generate {path}")
             files[path] = data
     return {path: write.render(data) for path, data in sorted(files.items())}
 
 
+def render_at(spec: Spec, root: Path) -> dict[str, str]:
+    """The generated files of the repository at root, with its release record."""
+    return render(spec, deploy_state.read_release(root, spec))
+
+
 def compile_to(spec: Spec, root: Path, *, check: bool = False) -> list[str]:
     """Write the generated files under root (or, with check, only list stale ones)."""
-    files = render(spec)
+    files = render_at(spec, root)
     if check:
         return write.stale(files, root)
     return write.write_all(files, root)

@@ -88,6 +88,22 @@ def _with_defaults(definition: str, given: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def nested_defaults(
+    definition: str, key: str, given: dict[str, Any] | None
+) -> dict[str, Any]:
+    """An object inside a definition, e.g. `deploy.replicas`, with the schema's
+    defaults filled in: the object's own `default`, then each field's, then
+    what the spec gives."""
+    node = schema()["$defs"][definition]["properties"][key]
+    merged = dict(node.get("default", {}))
+    if "$ref" in node:
+        node = {**schema()["$defs"][node["$ref"].rsplit("/", 1)[1]], **node}
+    props = node.get("properties", {})
+    merged.update({k: p["default"] for k, p in props.items() if "default" in p})
+    merged.update(given or {})
+    return merged
+
+
 def build(doc: yamlsource.Document) -> Spec:
     """Turn a schema-valid document into spec objects."""
     raw = doc.data

@@ -12,24 +12,28 @@ from pathlib import Path
 import pytest
 
 from runner import compile as compiler
+from runner import deploy_state
 from runner import spec as specs
 
 GOLDEN = Path(__file__).parent / "golden"
 CASES = sorted(p.name for p in GOLDEN.iterdir() if (p / "mlops.yaml").exists())
 
 
-def _expected_files(case: Path) -> set[str]:
+def _expected_files(case: Path, spec: specs.Spec) -> set[str]:
+    # The inputs: the spec, and the release record a promotion would have written.
+    inputs = {"mlops.yaml", deploy_state.release_path(spec)}
     return {
-        str(p.relative_to(case))
+        rel
         for p in case.rglob("*")
-        if p.is_file() and p.name != "mlops.yaml"
+        if p.is_file() and (rel := str(p.relative_to(case))) not in inputs
     }
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_compiles_to_golden_files(case: str) -> None:
     folder = GOLDEN / case
-    rendered = compiler.render(specs.load(folder / "mlops.yaml"))
+    spec = specs.load(folder / "mlops.yaml")
+    rendered = compiler.render_at(spec, folder)
     if os.environ.get("UPDATE_GOLDEN"):
         if os.environ.get("CI"):
             pytest.fail(
@@ -38,7 +42,7 @@ def test_compiles_to_golden_files(case: str) -> None:
         for rel, text in rendered.items():
             (folder / rel).parent.mkdir(parents=True, exist_ok=True)
             (folder / rel).write_text(text)
-    assert set(rendered) == _expected_files(folder), "generated file set changed"
+    assert set(rendered) == _expected_files(folder, spec), "generated file set changed"
     for rel, text in rendered.items():
         expected = (folder / rel).read_text()
         if text != expected:
