@@ -35,6 +35,8 @@ PINNED = re.compile(r"^(?P<action>[^@\s]+)@(?P<commit>[0-9a-f]{40}) # (?P<tag>\S
 WRITERS = {
     github.PULL_REQUEST_FILE: {"run": {"pull-requests"}},
     github.MONITOR_FILE: {"monitor": {"contents", "pull-requests"}},
+    # Commits deploy/<environment>/ to main, in the protected environment only.
+    github.MAIN_FILE: {"deploy": {"contents"}},
 }
 
 BAD_WORKFLOW = """\
@@ -274,7 +276,22 @@ def test_main_workflow_deploys_after_promotion_in_the_environment() -> None:
     assert deploy["concurrency"]["cancel-in-progress"] is False
     runs = [s.get("run") for s in jobs["promote"]["steps"]]
     assert runs[-3:] == ["mlops run --pull", "mlops push", "mlops promote"]
-    assert [s.get("run") for s in deploy["steps"]][-1] == "mlops deploy --check-only"
+    runs = [s.get("run") for s in deploy["steps"]]
+    # Smoke-test, then commit what git says serves, push it, check it agrees.
+    assert runs[-4:-2] == ["mlops deploy --check-only", "mlops release --commit"]
+    assert (
+        runs[-2].startswith("set -euo pipefail") and "HEAD:refs/heads/main" in runs[-2]
+    )
+    assert runs[-1] == "mlops release --check"
+    assert deploy["steps"][-2]["env"]["GITHUB_TOKEN"] == github.TOKEN
+    assert deploy["steps"][0]["with"] == {
+        "fetch-depth": 0,
+        "persist-credentials": False,
+    }
+    # The release commits (and rollbacks, which touch only deploy/ and audit/)
+    # do not start the pipeline again.
+    triggers = _workflows("repository")[github.MAIN_FILE][True]
+    assert triggers["push"]["paths-ignore"] == ["deploy/**", "audit/**"]
 
 
 def test_monitor_runs_on_the_spec_schedule_and_on_demand() -> None:

@@ -254,6 +254,96 @@ def test_history_answers_which_model_served_when(repo: Path) -> None:
     assert before.returncode == 1 and "no version" in before.stderr
 
 
+def _release(root: Path) -> dict[str, str]:
+    return json.loads((root / "deploy" / "production" / "release.json").read_text())
+
+
+def _set_production(root: Path, version: str) -> None:
+    probe = (
+        "import mlflow\n"
+        "c = mlflow.MlflowClient('sqlite:///.mlops/mlflow.db')\n"
+        f"c.set_registered_model_alias({MODEL!r}, 'production', {version!r})\n"
+    )
+    run([sys.executable, "-c", probe], cwd=root)
+
+
+def test_promote_recorded_the_release_in_deploy_and_the_check_agrees(
+    repo: Path,
+) -> None:
+    # Promoting version 2 (above) wrote what git must say serves.
+    release_record = _release(repo)
+    assert release_record["model"] == MODEL and release_record["version"] == "2"
+    assert release_record["run_id"]
+    ok = mlops("release", "--check", cwd=repo)
+    assert "agree: cancer-classifier version 2" in ok.stdout
+    assert (
+        "already names cancer-classifier version 2" in mlops("release", cwd=repo).stdout
+    )
+
+
+def test_an_alias_moved_by_hand_fails_the_release_check(repo: Path) -> None:
+    _set_production(repo, "1")
+    try:
+        proc = mlops("release", "--check", cwd=repo, check=False)
+        assert proc.returncode == 1
+        assert "deploy/production/ names cancer-classifier version 2" in proc.stderr
+        assert "production alias names cancer-classifier version 1" in proc.stderr
+    finally:
+        _set_production(repo, "2")
+    assert _release(repo)["version"] == "2"  # the check wrote nothing
+
+
+def test_rollback_goes_back_to_the_version_before_in_registry_and_git(
+    repo: Path,
+) -> None:
+    out = mlops("rollback", cwd=repo).stdout
+    assert (
+        "rolled cancer-classifier @production back from version 2 to version 1" in out
+    )
+    assert _aliases(repo)["production"] == "1"
+    assert _release(repo)["version"] == "1"
+    assert "deploy/production/ now names cancer-classifier version 1 (was" in out
+    entry = _log(repo)[-1]
+    assert (entry["outcome"], entry["version"], entry["previous"]) == (
+        "rolled-back", "1", "2",
+    )  # fmt: skip
+    assert entry["new_production"] == "1" and entry["actor"] == "octocat"
+    assert any(t.startswith("cancer-classifier@v1-rollback-") for t in _tags(repo))
+    assert mlops("release", "--check", cwd=repo).returncode == 0
+    now = datetime.now(UTC).isoformat()
+    assert (
+        "version 1 was in production" in mlops("history", "--at", now, cwd=repo).stdout
+    )
+    # Version 1 was the first promoted: nothing is known before it.
+    proc = mlops("rollback", cwd=repo, check=False)
+    assert proc.returncode == 1 and "pass --to VERSION" in proc.stderr
+    proc = mlops("rollback", "--to", "99", cwd=repo, check=False)
+    assert proc.returncode == 1 and "has no version 99" in proc.stderr
+    assert _aliases(repo)["production"] == "1"
+
+
+def test_a_rolled_back_version_is_not_promoted_again_by_a_later_merge(
+    repo: Path,
+) -> None:
+    # Back to the commit that registered version 2: the run is restored, the
+    # record names version 2 again, and promote must not undo the rollback.
+    _edit(
+        repo,
+        "estimator: sklearn.dummy.DummyClassifier\n      params: {strategy: prior}",
+        f"{RF}\n      params:\n        n_estimators: 300\n        max_depth: 6",
+        "back to the forest",
+    )
+    registered = json.loads((repo / "artifacts/register/registered.json").read_text())
+    assert registered["version"] == "2"
+    proc = mlops("promote", cwd=repo, check=False)
+    assert proc.returncode == 1
+    assert "version 2 was rolled back from production" in proc.stderr
+    assert _aliases(repo)["production"] == "1" and _release(repo)["version"] == "1"
+    out = mlops("rollback", "--to", "2", cwd=repo).stdout
+    assert "back from version 1 to version 2" in out
+    assert _release(repo)["version"] == "2"
+
+
 def test_promote_before_a_run_is_an_error(tmp_path: Path) -> None:
     shutil.copytree(ROOT / "stages", tmp_path / "stages")
     shutil.copy(ROOT / "mlops.yaml", tmp_path / "mlops.yaml")

@@ -13,7 +13,9 @@ One module-scoped loop, each test a step of it: main's first push promotes
 version 1; a pull request that improves the model gets a passing report
 comment; its merge promotes version 2 and then deploys; a pull request with a
 model that learns nothing gets a failing comment and a failed check, and
-production stays at version 2.
+production stays at version 2; its merge fails to promote and leaves
+`deploy/` alone, and `mlops rollback` puts version 1 back, in the registry and
+in git.
 """
 
 from __future__ import annotations
@@ -219,7 +221,14 @@ def _push_main(loop: Loop) -> dict:
     }
 
 
+def _sync_main(loop: Loop) -> None:
+    """Bring in what the workflows pushed to main (the deploy/ commits)."""
+    _git(loop.clone, "checkout", "-q", "main")
+    _git(loop.clone, "pull", "-q", "--ff-only", "origin", "main")
+
+
 def _branch(loop: Loop, name: str, old: str, new: str) -> None:
+    _sync_main(loop)
     _git(loop.clone, "checkout", "-q", "-b", name, "main")
     spec = loop.clone / "mlops.yaml"
     text = spec.read_text()
@@ -231,9 +240,25 @@ def _branch(loop: Loop, name: str, old: str, new: str) -> None:
 
 
 def _merge(loop: Loop, name: str) -> None:
-    _git(loop.clone, "checkout", "-q", "main")
+    _sync_main(loop)
     _git(loop.clone, "merge", "-q", "--ff-only", name)
     _git(loop.clone, "push", "-q", "origin", "main")
+
+
+def _released(loop: Loop) -> dict[str, str]:
+    """What deploy/production/release.json says on the remote's main."""
+    text = run(
+        ["git", "--git-dir", str(loop.remote), "show",
+         "main:deploy/production/release.json"], cwd=loop.root,
+    ).stdout  # fmt: skip
+    return json.loads(text)  # type: ignore[no-any-return]
+
+
+def _main_author(loop: Loop) -> str:
+    return run(
+        ["git", "--git-dir", str(loop.remote), "log", "-1", "--format=%an: %s",
+         "main"], cwd=loop.root,
+    ).stdout.strip()  # fmt: skip
 
 
 def _registry(loop: Loop) -> tuple[dict[str, str], dict[str, str]]:
@@ -283,6 +308,13 @@ def test_first_push_to_main_promotes_version_1_then_deploys(loop: Loop) -> None:
     # The committed run's outputs come from the remote; nothing is computed.
     assert _ran(log) == [], log[-6000:]
     assert "6 unchanged" in log
+    # The deploy job smoke-tested the model and committed what git says serves.
+    assert _step(log, "Success - Main", "Smoke-test the production model")
+    assert _released(loop)["version"] == "1"
+    assert _main_author(loop) == (
+        "github-actions[bot]: Deploy cancer-classifier version 1 to production"
+    )
+    assert _step(log, "Success - Main", "Check deploy/ names the registry's")
 
 
 def test_a_better_pull_request_gets_a_passing_report_comment(loop: Loop) -> None:
@@ -332,6 +364,12 @@ def test_merging_it_promotes_version_2_and_deploy_runs_after(loop: Loop) -> None
     deployed = [i for i, s in enumerate(lines) if "Success - Main Deploy the" in s]
     assert deployed and deployed[0] > promoted
     assert _step(log, "Job succeeded", "Deploy to production")
+    # Git names exactly the promoted version, for Argo CD to roll out.
+    assert _released(loop)["version"] == version
+    assert _main_author(loop) == (
+        "github-actions[bot]: Deploy cancer-classifier version 2 to production "
+        "(was version 1)"
+    )
 
 
 def test_a_worse_pull_request_fails_its_check_and_production_stays(
@@ -352,3 +390,28 @@ def test_a_worse_pull_request_fails_its_check_and_production_stays(
     aliases, tags = _registry(loop)
     assert aliases == {"candidate": loop.production, "production": loop.production}
     assert [e["outcome"] for e in _audit(tags)] == ["promoted", "promoted"]
+
+
+def test_merging_the_worse_one_leaves_deploy_alone_and_rollback_goes_back(
+    loop: Loop,
+) -> None:
+    _merge(loop, "pr-2")
+    out = _act(loop, "main-3", MAIN_WORKFLOW, "push", _push_main(loop))
+    log = _log(out)
+    assert _rc(out) != 0, log[-6000:]
+    assert _step(log, "Failure - Main", "Promote the model")
+    assert not _step(log, "Success - Main", "Record the release")
+    assert _released(loop)["version"] == loop.production
+    # A person rolls production back and pushes the record, as the README says.
+    _sync_main(loop)
+    env = {**quiet_env(), "MLFLOW_TRACKING_URI": loop.tracking_uri}
+    cli = [sys.executable, "-m", "runner.cli"]
+    done = run([*cli, "rollback"], cwd=loop.clone, env=env).stdout
+    assert "back from version 2 to version 1" in done
+    _git(loop.clone, "add", "deploy", "audit")
+    _git(loop.clone, "commit", "-qm", "Roll production back to version 1")
+    _git(loop.clone, "push", "-q", "origin", "main")
+    assert _released(loop)["version"] == "1"
+    aliases, _ = _registry(loop)
+    assert aliases["production"] == "1"
+    run([*cli, "release", "--check"], cwd=loop.clone, env=env)

@@ -5,8 +5,10 @@ Three workflows, each hardened by default:
 - pull request: run the pipeline (restored from the DVC run-cache where it
   can be), post the report as one updated comment, then fail on a failed gate;
 - push to main: restore the merged pull request's run from the run-cache
-  (`mlops push` shared all of it), promote the version it registered, then
-  deploy in the spec's GitHub environment;
+  (`mlops push` shared all of it), promote the version it registered, then,
+  in the spec's GitHub environment, smoke-test the production model and commit
+  `deploy/<environment>/` naming it to main (git is the record of what runs;
+  Argo CD rolls out what main says);
 - schedule and manual dispatch: check for drift, open a retraining pull request.
 
 Every workflow grants no permissions at the top and each job only what it
@@ -41,6 +43,38 @@ INSTALL = "python -m pip install -c constraints.txt -e ."
 ON = Plain("on")
 
 READ = "read"
+# Commits of deploy/ by the workflow: GitHub's own bot identity. A push made
+# with the job's GITHUB_TOKEN starts no workflow, so it cannot loop.
+BOT = {
+    "GIT_AUTHOR_NAME": "github-actions[bot]",
+    "GIT_AUTHOR_EMAIL": "41898282+github-actions[bot]@users.noreply.github.com",
+}
+BOT_ENV = {
+    **BOT,
+    "GIT_COMMITTER_NAME": BOT["GIT_AUTHOR_NAME"],
+    "GIT_COMMITTER_EMAIL": BOT["GIT_AUTHOR_EMAIL"],
+}
+# Commits that only record a release (the bot's, or a person's rollback) need
+# no pipeline run: nothing in them trains or promotes.
+RELEASE_RECORDS = ["deploy/**", "audit/**"]
+PUSH_TO_MAIN = """\
+set -euo pipefail
+if [ "$(git rev-parse HEAD)" = "$GITHUB_SHA" ]; then
+  echo "deploy/ already named the production model: nothing to push"
+  exit 0
+fi
+auth=$(printf 'x-access-token:%s' "$GITHUB_TOKEN" | base64 | tr -d '\\n')
+header="http.extraheader=AUTHORIZATION: basic $auth"
+for attempt in 1 2 3; do
+  if git -c "$header" push origin HEAD:refs/heads/main; then
+    exit 0
+  fi
+  echo "main moved on; rebasing the deploy/ commit onto it (attempt $attempt)"
+  git -c "$header" fetch -q origin main
+  git rebase FETCH_HEAD
+done
+exit 1
+"""
 
 
 def write_access(why: str) -> Commented:
@@ -114,7 +148,7 @@ def _run(
 def _checkout(full_history: bool = False) -> dict[str, Any]:
     settings: dict[str, Any] = {"persist-credentials": False}
     if full_history:
-        # The report compares this branch's metrics with main's.
+        # For the report (main's metrics) and for rebasing a deploy/ commit.
         settings = {"fetch-depth": 0, **settings}
     return _uses(CHECKOUT, "Check out", settings)
 
@@ -210,6 +244,7 @@ def _pull_request(spec: Spec) -> dict[str, Any]:
             env={"REPO_TOKEN": TOKEN},
             when=SAME_REPOSITORY,
         ),
+        _check_release(when=SAME_REPOSITORY),
         # Last, so that a failed gate still leaves its report on the PR.
         _run("Check the gates", "mlops gates"),
     ]
@@ -233,6 +268,14 @@ def _pull_request(spec: Spec) -> dict[str, Any]:
     )
 
 
+def _check_release(when: str | None = None) -> dict[str, Any]:
+    return _run(
+        "Check deploy/ names the registry's production model",
+        "mlops release --check",
+        when=when,
+    )
+
+
 def _main(spec: Spec) -> dict[str, Any]:
     environment = spec.deploy["environment"]
     promote = _job(
@@ -251,11 +294,23 @@ def _main(spec: Spec) -> dict[str, Any]:
     deploy = _job(
         spec,
         f"Deploy to {environment}",
-        {"contents": READ},
+        {"contents": write_access(f"commit deploy/{environment}/ to main")},
         [
-            _checkout(),
+            # Full history: the deploy/ commit may need rebasing onto main.
+            _checkout(full_history=True),
             *_install(spec),
-            _run("Deploy the model", "mlops deploy --check-only"),
+            _run("Smoke-test the production model", "mlops deploy --check-only"),
+            _run(
+                f"Record the release in deploy/{environment}/",
+                "mlops release --commit",
+                env=BOT_ENV,
+            ),
+            _run(
+                "Push the release to main",
+                PUSH_TO_MAIN,
+                env={"GITHUB_TOKEN": TOKEN, **BOT_ENV},
+            ),
+            _check_release(),
         ],
         needs="promote",
         environment=environment,
@@ -263,7 +318,7 @@ def _main(spec: Spec) -> dict[str, Any]:
     )
     return _workflow(
         f"mlops: {spec.project.name} main",
-        {"push": {"branches": [MAIN_BRANCH]}},
+        {"push": {"branches": [MAIN_BRANCH], "paths-ignore": RELEASE_RECORDS}},
         jobs={"promote": promote, "deploy": deploy},
     )
 
