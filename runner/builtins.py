@@ -107,8 +107,17 @@ BUILTINS: dict[str, Builtin] = {
         ),
         Builtin(
             "register",
-            (Input("model"), Input("metrics"), Input("gates"), Input("run")),
-            (_o("registered", "registered.json"),),
+            # The test split: the ONNX conversion is checked on every row of it.
+            (
+                Input("model"),
+                Input("metrics"),
+                Input("gates"),
+                Input("run"),
+                Input("test"),
+            ),
+            # model.onnx is always written (empty when the model did not
+            # convert): DVC needs every declared output to exist.
+            (_o("registered", "registered.json"), _o("onnx", "model.onnx")),
         ),
     )
 }

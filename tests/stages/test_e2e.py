@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from stages import onnx_export, register
 from tests.stages.conftest import build_params, registry_versions, run_stage
 
 EXAMPLE_VALIDATE = {
@@ -42,6 +44,65 @@ def _run_all(kinds: list[str]) -> None:
 
 def _read(root: Path, rel: str):
     return json.loads((root / rel).read_text())
+
+
+def _onnx_of(version, run_id: str, root: Path) -> bytes:
+    """The version's verified graph: logged in its run, tagged with its sha256,
+    identical to the register stage's DVC output."""
+    import mlflow
+
+    tags = version.tags
+    assert tags[register.TAG_ONNX] == onnx_export.VERIFIED, tags
+    local = mlflow.artifacts.download_artifacts(
+        f"runs:/{run_id}/{register.ONNX_ARTIFACT}", dst_path=str(root / "dl")
+    )
+    data = Path(local).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == tags[register.TAG_ONNX_SHA256]
+    assert data == (root / "artifacts/register/model.onnx").read_bytes()
+    return data
+
+
+def _assert_onnx_reproduces(root: Path, data: bytes) -> None:
+    """onnxruntime, fed as the server feeds it, predicts what sklearn does."""
+    import onnxruntime as ort
+
+    from stages import common
+
+    model = common.load_model_dir(
+        root / "artifacts/train/model", common.TRUSTED_MODULE_PREFIXES
+    )
+    columns = onnx_export.signature_columns(root / "artifacts/train/model")
+    assert columns is not None
+    x = pd.read_parquet(root / "artifacts/preprocess/test.parquet")
+    x = x[[name for name, _ in columns]]
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    out = session.run(None, onnx_export.feed(x, session.get_inputs()))
+    if hasattr(model, "predict_proba"):
+        np.testing.assert_array_equal(out[0], model.predict(x))
+        # Inputs are float32 in the graph: a value next to a split threshold
+        # can send a row down the other branch of one tree (1/n_trees).
+        diff = np.abs(out[1] - model.predict_proba(x)).max(axis=1)
+        assert diff.max() < 0.05 and np.mean(diff < 1e-5) > 0.95
+    else:
+        np.testing.assert_allclose(out[0].ravel(), model.predict(x), rtol=1e-4)
+
+
+def _assert_unsupported(root: Path, registered: dict, culprit: str) -> None:
+    """No converter: registered anyway, tagged why, nothing logged."""
+    import mlflow
+
+    (version,) = [
+        v
+        for v in registry_versions(root, registered["model"])
+        if str(v.version) == registered["version"]
+    ]
+    assert version.tags[register.TAG_ONNX] == onnx_export.UNSUPPORTED
+    assert culprit in version.tags[register.TAG_ONNX_DETAIL]
+    assert register.TAG_ONNX_SHA256 not in version.tags
+    assert registered["onnx"]["artifact_uri"] is None
+    assert (root / "artifacts/register/model.onnx").read_bytes() == b""
+    client = mlflow.MlflowClient()
+    assert client.list_artifacts(registered["run_id"], "onnx") == []
 
 
 ALL = ["ingest", "validate", "preprocess", "train", "evaluate", "register"]
@@ -96,11 +157,18 @@ def test_breast_cancer_example(project, capsys) -> None:
     assert len(versions) == 1
     assert versions[0].tags["mlops.data_md5"] == run["data_md5"]
     assert versions[0].tags["mlops.run_id"] == run["run_id"]
+    # The ONNX graph: checked on all 143 test rows, logged, reproducible.
+    detail = versions[0].tags[register.TAG_ONNX_DETAIL]
+    assert detail.startswith("143 of 143 test rows agree"), detail
+    graph = _onnx_of(versions[0], run["run_id"], root)
+    _assert_onnx_reproduces(root, graph)
+    assert "ONNX verified" in capsys.readouterr().out
 
     # Re-running register for the same run reuses the version.
     assert run_stage("register") == 0
     assert len(registry_versions(root, "cancer")) == 1
     assert _read(root, "artifacts/register/registered.json")["reused_existing_version"]
+    assert _onnx_of(registry_versions(root, "cancer")[0], run["run_id"], root) == graph
 
     # Promote it, make the new model much worse: the max_drop gate fails,
     # evaluate still succeeds, register adds a version without an alias.
@@ -122,6 +190,7 @@ def test_breast_cancer_example(project, capsys) -> None:
     assert gates["gates"][1]["production_value"] == pytest.approx(metrics["f1"])
     registered = _read(root, "artifacts/register/registered.json")
     assert registered["version"] == "2" and registered["alias"] is None
+    _assert_unsupported(root, registered, "DummyClassifier")
     model = client.get_registered_model("cancer")
     assert {k: str(v) for k, v in model.aliases.items()} == {
         "candidate": "1",
@@ -172,7 +241,10 @@ def test_regression_on_diabetes(project) -> None:
     assert 0.3 < metrics["r2"] < 1
     plots = {p.name for p in (root / "artifacts/evaluate/plots").iterdir()}
     assert {"residuals.csv", "residuals.png", "importance.csv"} <= plots
-    assert _read(root, "artifacts/register/registered.json")["alias"] == "candidate"
+    registered = _read(root, "artifacts/register/registered.json")
+    assert registered["alias"] == "candidate"
+    (version,) = registry_versions(root, "diabetes")
+    _assert_onnx_reproduces(root, _onnx_of(version, registered["run_id"], root))
     # Asked for, deepchecks' model_evaluation ran: its verdicts and its page.
     checks = _read(root, "artifacts/evaluate/gates.json")["model_evaluation"]
     assert len(checks) > 3
@@ -254,6 +326,10 @@ def test_csv_with_categoricals_and_missing_values(
         }
     )
     assert len(model.predict(probe)) == 2
+    # Categoricals with missing values convert too: the graph agrees on every row.
+    (version,) = registry_versions(root, "messy")
+    run_id = _read(root, "artifacts/train/run.json")["run_id"]
+    _assert_onnx_reproduces(root, _onnx_of(version, run_id, root))
 
 
 def test_tune_then_train_uses_best_params(project) -> None:
