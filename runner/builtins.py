@@ -47,10 +47,18 @@ class Builtin:
     name: str
     inputs: tuple[Input, ...]
     outputs: tuple[Output, ...]
+    # Other modules of the stages package the stage imports (besides common).
+    helpers: tuple[str, ...] = ()
 
     @property
     def module(self) -> str:
         return f"{STAGES_PACKAGE}/{self.name}.py"
+
+    @property
+    def modules(self) -> tuple[str, ...]:
+        """The stage's own code: a change to any of it re-runs the stage."""
+        helpers = (f"{STAGES_PACKAGE}/{h}.py" for h in self.helpers)
+        return (self.module, *helpers, COMMON_MODULE)
 
 
 def _o(role: str, filename: str, kind: Kind = Kind.OUT) -> Output:
@@ -118,6 +126,7 @@ BUILTINS: dict[str, Builtin] = {
             # model.onnx is always written (empty when the model did not
             # convert): DVC needs every declared output to exist.
             (_o("registered", "registered.json"), _o("onnx", "model.onnx")),
+            helpers=("onnx_export",),
         ),
     )
 }

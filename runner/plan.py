@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runner import wiring
-from runner.builtins import BUILTINS, COMMON_MODULE, Kind
+from runner.builtins import BUILTINS, Kind
 from runner.errors import Problem, SpecError
 from runner.spec import Spec, StageSpec
 
@@ -80,7 +80,7 @@ def _builtin_files(
     by_kind: dict[Kind, list[str]] = {k: [] for k in Kind}
     for path, out in outputs.values():
         by_kind[out.kind].append(path)
-    deps = [BUILTINS[uses].module, COMMON_MODULE, *inputs.values()]
+    deps = [*BUILTINS[uses].modules, *inputs.values()]
     params = [f"stages.{stage.name}", *PROJECT_PARAMS]
     source = spec.data.get(stage.settings.get("source", "")) or {}
     if uses == "ingest":

@@ -199,3 +199,26 @@ def test_a_need_becomes_a_dependency_on_its_verdict_or_its_outputs(
     _toy(repo)
     toy = planner.build(specs.load(repo / "mlops.yaml"))
     assert "data/b.txt" in toy.stage("report").deps  # `double` has no verdict
+
+
+def test_every_builtin_depends_on_the_stage_modules_it_imports() -> None:
+    # A stage's code is what it imports from the stages package: editing any
+    # of it must re-run the stage, so each one is a declared dependency.
+    import ast
+
+    from runner.builtins import BUILTINS, STAGES_PACKAGE
+
+    for name, builtin in BUILTINS.items():
+        tree = ast.parse((ROOT / builtin.module).read_text())
+        imported = {
+            f"{STAGES_PACKAGE}/{alias.name}.py"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module == STAGES_PACKAGE
+            for alias in node.names
+        } | {
+            f"{node.module.replace('.', '/')}.py"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom)
+            and (node.module or "").startswith(f"{STAGES_PACKAGE}.")
+        }
+        assert imported <= set(builtin.modules), (name, imported - set(builtin.modules))
