@@ -318,6 +318,8 @@ def test_the_pod_meets_the_restricted_standard_with_a_read_only_root(
     assert ctx["capabilities"] == {"drop": ["ALL"]}
     assert ctx["runAsNonRoot"] is True and ctx["runAsUser"] == pod.UID
     assert ctx["readOnlyRootFilesystem"] is True
+    # A tag pushed again reaches every node alike.
+    assert container["imagePullPolicy"] == "Always"
     assert ctx["seccompProfile"] == {"type": "RuntimeDefault"}
     # The only writable places are the pod's own empty folders.
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
@@ -383,7 +385,11 @@ def test_the_deployment_selects_pods_by_what_never_changes() -> None:
     assert selector.items() <= pod_labels.items()
     assert pod_labels[kube.LABEL_VERSION] == "3"
     assert kinds["Service"]["spec"]["selector"] == selector
-    assert kinds["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"] == selector
+    # A drain takes one pod at a time, however far the autoscaler scaled.
+    assert kinds["PodDisruptionBudget"]["spec"] == {
+        "maxUnavailable": 1,
+        "selector": {"matchLabels": selector},
+    }
     assert "replicas" not in deployment  # the autoscaler's, or Argo CD fights it
     annotations = deployment["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
