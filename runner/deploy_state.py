@@ -16,7 +16,7 @@ from runner import plan as planner
 from runner import write
 from runner.errors import RunError
 from runner.spec import Spec
-from runner.targets import kube
+from runner.targets import kube, serving_pod
 
 KEYS = ("model", "version", "run_id")
 VERSION = re.compile(r"^[1-9][0-9]*$")
@@ -46,7 +46,7 @@ def _problem(release: Release) -> str | None:
 
 def release_path(spec: Spec) -> str:
     """`deploy/<environment>/release.json`, relative to the repository."""
-    return f"{kube.environment_dir(spec)}/{kube.RELEASE_FILE}"
+    return f"{serving_pod.environment_dir(spec)}/{serving_pod.RELEASE_FILE}"
 
 
 def release_text(release: Release) -> str:

@@ -23,7 +23,7 @@ from runner import spec as specs
 from runner.deploy_state import Release
 from runner.errors import RunError, SpecError
 from runner.schema import schema
-from runner.targets import kube, pod
+from runner.targets import pod, serving_pod
 from tests.support import ROOT
 
 REFERENCE = Path(__file__).parent / "reference"
@@ -40,7 +40,7 @@ KUBERNETES_VERSION = "1.33.0"
 RELEASE = Release("cancer-classifier", "3", "0123456789abcdef0123456789abcdef")
 REPO = "https://github.com/example/cancer-classifier.git"
 DIGEST = "ghcr.io/acme/cancer-classifier@sha256:" + "4f1c" * 16
-TARGETS = (kube.KUBERNETES, kube.KSERVE)
+TARGETS = (serving_pod.KUBERNETES, serving_pod.KSERVE)
 BUILTIN_KINDS = {
     "Deployment",
     "Service",
@@ -65,7 +65,9 @@ def _deploy_files(
     spec: specs.Spec, release: Release | None = RELEASE
 ) -> dict[str, str]:
     rendered = compiler.render(spec, release)
-    return {p: t for p, t in rendered.items() if p.startswith(kube.DEPLOY_DIR + "/")}
+    return {
+        p: t for p, t in rendered.items() if p.startswith(serving_pod.DEPLOY_DIR + "/")
+    }
 
 
 def _manifests(target: str, **deploy: Any) -> dict[str, dict[str, Any]]:
@@ -88,18 +90,18 @@ def _write(root: Path, files: dict[str, str]) -> None:
 
 
 def test_each_cluster_target_writes_its_files_and_an_application_beside_them() -> None:
-    assert set(_deploy_files(_spec(kube.KUBERNETES))) == {
+    assert set(_deploy_files(_spec(serving_pod.KUBERNETES))) == {
         "deploy/production.application.yaml",
         "deploy/production/deployment.yaml",
         "deploy/production/service.yaml",
         "deploy/production/horizontal-pod-autoscaler.yaml",
         "deploy/production/pod-disruption-budget.yaml",
     }
-    assert set(_deploy_files(_spec(kube.KSERVE))) == {
+    assert set(_deploy_files(_spec(serving_pod.KSERVE))) == {
         "deploy/production.application.yaml",
         "deploy/production/inference-service.yaml",
     }
-    kinds = {m["kind"] for m in _manifests(kube.KUBERNETES).values()}
+    kinds = {m["kind"] for m in _manifests(serving_pod.KUBERNETES).values()}
     assert kinds == BUILTIN_KINDS | {"Application"}
 
 
@@ -147,7 +149,7 @@ def test_builtin_kinds_pass_kubernetes_validate_strict(
         for rel, text in files.items()
         if yaml.safe_load(text)["kind"] in BUILTIN_KINDS
     ]
-    assert len(builtin) == (4 if target == kube.KUBERNETES else 0)
+    assert len(builtin) == (4 if target == serving_pod.KUBERNETES else 0)
     if not builtin:
         return
     proc = _kubernetes_validate(builtin)
@@ -173,7 +175,7 @@ def test_golden_manifests_pass_the_validators(case: str) -> None:
 
 
 def test_kubernetes_validate_rejects_an_unknown_field(tmp_path: Path) -> None:
-    deployment = _by_kind(kube.KUBERNETES)["Deployment"]
+    deployment = _by_kind(serving_pod.KUBERNETES)["Deployment"]
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     container["readinesProbe"] = container.pop("readinessProbe")
     path = tmp_path / "deployment.yaml"
@@ -209,7 +211,7 @@ def _crd_errors(path: Path, manifest: dict[str, Any]) -> list[str]:
 
 
 def test_the_inference_service_validates_against_kserves_crd() -> None:
-    isvc = _by_kind(kube.KSERVE)["InferenceService"]
+    isvc = _by_kind(serving_pod.KSERVE)["InferenceService"]
     assert _crd_errors(KSERVE_SCHEMA, isvc) == []
     broken = copy.deepcopy(isvc)
     broken["spec"]["predictor"]["minReplica"] = broken["spec"]["predictor"].pop(
@@ -253,11 +255,13 @@ def test_checkov_finds_nothing_and_every_skip_says_why(tmp_path: Path) -> None:
         pytest.skip(f"checkov is absent: run `make {CHECKOV.relative_to(ROOT)}`")
     for target in TARGETS:
         _write(tmp_path / target, _deploy_files(_spec(target)))
-    _write(tmp_path / "digest", _deploy_files(_spec(kube.KUBERNETES, image=DIGEST)))
+    _write(
+        tmp_path / "digest", _deploy_files(_spec(serving_pod.KUBERNETES, image=DIGEST))
+    )
     for case in GOLDEN_DEPLOYS:
         shutil.copytree(GOLDEN / case / "deploy", tmp_path / f"golden-{case}")
     # A control: the same Deployment with a writable root filesystem.
-    writable = _by_kind(kube.KUBERNETES)["Deployment"]
+    writable = _by_kind(serving_pod.KUBERNETES)["Deployment"]
     container = writable["spec"]["template"]["spec"]["containers"][0]
     container["securityContext"]["readOnlyRootFilesystem"] = False
     _write(tmp_path, {"control/deployment.yaml": yaml.safe_dump(writable)})
@@ -294,7 +298,7 @@ def test_checkov_finds_nothing_and_every_skip_says_why(tmp_path: Path) -> None:
 
 def _pods(target: str, **deploy: Any) -> dict[str, Any]:
     kinds = _by_kind(target, **deploy)
-    if target == kube.KSERVE:
+    if target == serving_pod.KSERVE:
         return dict(kinds["InferenceService"]["spec"]["predictor"])
     return dict(kinds["Deployment"]["spec"]["template"]["spec"])
 
@@ -323,10 +327,10 @@ def test_the_pod_meets_the_restricted_standard_with_a_read_only_root(
     assert ctx["seccompProfile"] == {"type": "RuntimeDefault"}
     # The only writable places are the pod's own empty folders.
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
-    assert mounts == {"tmp": "/tmp", "predictions": kube.PREDICTIONS_DIR}
+    assert mounts == {"tmp": "/tmp", "predictions": serving_pod.PREDICTIONS_DIR}
     assert spec["volumes"] == [{"name": n, "emptyDir": {}} for n in mounts]
     resources = container["resources"]
-    assert resources["requests"] == resources["limits"] == kube.SERVING_RESOURCES
+    assert resources["requests"] == resources["limits"] == serving_pod.SERVING_RESOURCES
     for env in container["env"]:
         assert "value" in env or set(env["valueFrom"]) == {"secretKeyRef"}
     secret = {e["name"]: e["valueFrom"] for e in container["env"] if "valueFrom" in e}
@@ -341,9 +345,9 @@ def test_the_container_serves_the_released_version_with_probes(
 ) -> None:
     (container,) = _pods(target)["containers"]
     assert container["command"] == [
-        "mlops", "serve", "-f", kube.SPEC_IN_IMAGE, "--version", "3",
-        "--host", kube.LISTEN_ALL, "--port", str(port), "--workers", "1",
-        "--prediction-log", kube.PREDICTIONS_DIR,
+        "mlops", "serve", "-f", serving_pod.SPEC_IN_IMAGE, "--version", "3",
+        "--host", serving_pod.LISTEN_ALL, "--port", str(port), "--workers", "1",
+        "--prediction-log", serving_pod.PREDICTIONS_DIR,
     ]  # fmt: skip
     assert container["ports"] == [
         {"name": "http", "containerPort": port, "protocol": "TCP"}
@@ -367,23 +371,24 @@ def test_the_manifests_name_the_version_never_an_alias(target: str) -> None:
     manifests = [yaml.safe_load(t) for p, t in texts.items() if "/production/" in p]
     for manifest in manifests:
         labels = manifest["metadata"]["labels"]
-        assert labels[kube.LABEL_VERSION] == "3"
-        assert labels[kube.LABEL_MODEL] == "cancer-classifier"
+        assert labels[serving_pod.LABEL_VERSION] == "3"
+        assert labels[serving_pod.LABEL_MODEL] == "cancer-classifier"
         assert (
-            manifest["metadata"]["annotations"][kube.ANNOTATION_RUN] == RELEASE.run_id
+            manifest["metadata"]["annotations"][serving_pod.ANNOTATION_RUN]
+            == RELEASE.run_id
         )
     (container,) = _pods(target, image=DIGEST)["containers"]
     assert container["image"] == DIGEST
 
 
 def test_the_deployment_selects_pods_by_what_never_changes() -> None:
-    kinds = _by_kind(kube.KUBERNETES)
+    kinds = _by_kind(serving_pod.KUBERNETES)
     deployment = kinds["Deployment"]["spec"]
     selector = deployment["selector"]["matchLabels"]
-    assert kube.LABEL_VERSION not in selector  # a selector is immutable
+    assert serving_pod.LABEL_VERSION not in selector  # a selector is immutable
     pod_labels = deployment["template"]["metadata"]["labels"]
     assert selector.items() <= pod_labels.items()
-    assert pod_labels[kube.LABEL_VERSION] == "3"
+    assert pod_labels[serving_pod.LABEL_VERSION] == "3"
     assert kinds["Service"]["spec"]["selector"] == selector
     # A drain takes one pod at a time, however far the autoscaler scaled.
     assert kinds["PodDisruptionBudget"]["spec"] == {
@@ -399,29 +404,31 @@ def test_the_deployment_selects_pods_by_what_never_changes() -> None:
 
 def test_replicas_and_resources_come_from_the_schema_and_the_spec() -> None:
     defaults = schema()["$defs"]["deploy"]["properties"]["replicas"]["properties"]
-    hpa = _by_kind(kube.KUBERNETES)["HorizontalPodAutoscaler"]["spec"]
+    hpa = _by_kind(serving_pod.KUBERNETES)["HorizontalPodAutoscaler"]["spec"]
     assert hpa["minReplicas"] == defaults["min"]["default"]
     assert hpa["maxReplicas"] == defaults["max"]["default"]
     target = hpa["metrics"][0]["resource"]["target"]
     assert target["averageUtilization"] == defaults["cpu_utilization"]["default"]
 
     given = {"replicas": {"max": 9}, "resources": {"memory": "3Gi"}}
-    kinds = _by_kind(kube.KUBERNETES, **given)
+    kinds = _by_kind(serving_pod.KUBERNETES, **given)
     hpa = kinds["HorizontalPodAutoscaler"]["spec"]
     assert (hpa["minReplicas"], hpa["maxReplicas"]) == (defaults["min"]["default"], 9)
     container = kinds["Deployment"]["spec"]["template"]["spec"]["containers"][0]
     assert container["resources"]["limits"] == {"cpu": "1", "memory": "3Gi"}
-    predictor = _by_kind(kube.KSERVE, **given)["InferenceService"]["spec"]["predictor"]
+    predictor = _by_kind(serving_pod.KSERVE, **given)["InferenceService"]["spec"][
+        "predictor"
+    ]
     assert (predictor["minReplicas"], predictor["maxReplicas"]) == (2, 9)
     assert predictor["scaleMetric"] == "cpu"
 
 
 def test_the_image_and_namespace_default_to_argos() -> None:
-    deployment = _by_kind(kube.KUBERNETES)["Deployment"]
+    deployment = _by_kind(serving_pod.KUBERNETES)["Deployment"]
     assert deployment["metadata"]["namespace"] == "mlops"  # argo.namespace
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert container["image"] == "cancer-classifier:latest"
-    deployment = _by_kind(kube.KUBERNETES, namespace="serving")["Deployment"]
+    deployment = _by_kind(serving_pod.KUBERNETES, namespace="serving")["Deployment"]
     assert deployment["metadata"]["namespace"] == "serving"
 
 
@@ -433,7 +440,7 @@ def test_the_application_syncs_the_folder_but_not_the_release_record(
     target: str,
 ) -> None:
     files = _manifests(target)
-    app = files[kube.application_file(_spec(target))]
+    app = files[serving_pod.application_file(_spec(target))]
     source = app["spec"]["source"]
     assert source == {
         "repoURL": REPO,
@@ -442,7 +449,9 @@ def test_the_application_syncs_the_folder_but_not_the_release_record(
         "directory": {"exclude": "release.json"},
     }
     # Not inside the folder it syncs, so Argo CD never prunes its own Application.
-    assert not kube.application_file(_spec(target)).startswith(source["path"] + "/")
+    assert not serving_pod.application_file(_spec(target)).startswith(
+        source["path"] + "/"
+    )
     assert app["metadata"]["namespace"] == "argocd"
     assert app["spec"]["project"] == "default"
     assert app["spec"]["destination"] == {
@@ -455,7 +464,7 @@ def test_the_application_syncs_the_folder_but_not_the_release_record(
 def test_argocd_settings_override_argo_repo() -> None:
     other = "https://git.example.com/ml/serving.git"
     app = _by_kind(
-        kube.KUBERNETES,
+        serving_pod.KUBERNETES,
         argocd={
             "repo": other,
             "revision": "release",
@@ -494,7 +503,7 @@ def test_a_cluster_target_without_a_repository_is_refused_at_compile_time(
 
 
 def test_a_pod_cannot_reach_a_tracking_store_on_this_machine() -> None:
-    spec = specs.parse(_spec_text(kube.KUBERNETES, drop=("secrets",)))
+    spec = specs.parse(_spec_text(serving_pod.KUBERNETES, drop=("secrets",)))
     with pytest.raises(SpecError) as caught:
         compiler.render(spec, RELEASE)
     (line,) = caught.value.lines()
@@ -505,7 +514,7 @@ def test_a_pod_cannot_reach_a_tracking_store_on_this_machine() -> None:
 
 
 def test_replicas_min_above_max_is_refused() -> None:
-    spec = _spec(kube.KUBERNETES, replicas={"min": 6, "max": 3})
+    spec = _spec(serving_pod.KUBERNETES, replicas={"min": 6, "max": 3})
     with pytest.raises(SpecError, match=r"deploy -> replicas: min \(6\) is more"):
         compiler.render(spec, RELEASE)
 
@@ -513,7 +522,7 @@ def test_replicas_min_above_max_is_refused() -> None:
 def test_a_release_of_another_model_is_refused() -> None:
     other = Release("fraud-detector", "3", RELEASE.run_id)
     with pytest.raises(RunError, match="names model 'fraud-detector' but registry"):
-        compiler.render(_spec(kube.KUBERNETES), other)
+        compiler.render(_spec(serving_pod.KUBERNETES), other)
 
 
 # -- determinism and the release record ------------------------------------------------------
@@ -535,7 +544,7 @@ def _repo(tmp_path: Path, target: str) -> tuple[Path, specs.Spec]:
 
 
 def test_write_release_writes_the_record_and_the_manifests(tmp_path: Path) -> None:
-    root, spec = _repo(tmp_path, kube.KUBERNETES)
+    root, spec = _repo(tmp_path, serving_pod.KUBERNETES)
     written = deploy_state.write_release(root, spec, RELEASE)
     expected = _deploy_files(spec, RELEASE)
     assert sorted(written) == sorted([*expected, "deploy/production/release.json"])
@@ -567,14 +576,14 @@ def test_write_release_writes_the_record_and_the_manifests(tmp_path: Path) -> No
 
 
 def test_write_release_refuses_a_bad_record_and_writes_nothing(tmp_path: Path) -> None:
-    root, spec = _repo(tmp_path, kube.KUBERNETES)
+    root, spec = _repo(tmp_path, serving_pod.KUBERNETES)
     with pytest.raises(RunError, match=r"release.json: version must be a version"):
         deploy_state.write_release(root, spec, Release("cancer-classifier", "v3", "r"))
     assert not (root / "deploy").exists()
 
 
 def test_compile_check_reports_stale_manifests(tmp_path: Path) -> None:
-    root, spec = _repo(tmp_path, kube.KUBERNETES)
+    root, spec = _repo(tmp_path, serving_pod.KUBERNETES)
     assert not [p for p in compiler.compile_to(spec, root) if p.startswith("deploy/")]
     deploy_state.write_release(root, spec, RELEASE)
     assert compiler.compile_to(spec, root, check=True) == []
@@ -616,7 +625,7 @@ def test_compile_check_reports_stale_manifests(tmp_path: Path) -> None:
 def test_a_malformed_release_record_is_named(
     tmp_path: Path, text: str, error: str
 ) -> None:
-    root, spec = _repo(tmp_path, kube.KUBERNETES)
+    root, spec = _repo(tmp_path, serving_pod.KUBERNETES)
     (root / "deploy/production").mkdir(parents=True)
     (root / "deploy/production/release.json").write_text(text)
     with pytest.raises(RunError) as caught:
@@ -632,7 +641,7 @@ def test_the_dockerfile_gives_the_pod_its_spec_and_its_user() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     copy_at = dockerfile.index("COPY mlops.yaml ./")
     workdir = re.findall(r"^WORKDIR (\S+)", dockerfile[:copy_at], re.M)[-1]
-    assert f"{workdir}/mlops.yaml" == kube.SPEC_IN_IMAGE
+    assert f"{workdir}/mlops.yaml" == serving_pod.SPEC_IN_IMAGE
     # The user the manifests run as is the image's own.
     assert f"USER {pod.UID}:{pod.UID}" in dockerfile
     assert f"--uid {pod.UID}" in dockerfile
