@@ -196,6 +196,7 @@ def labels(s: Serving, spec: Spec) -> dict[str, str]:
 
 
 def release_labels(s: Serving, spec: Spec, release: Release) -> dict[str, str]:
+    """The stable labels plus the model and version this release serves."""
     return {
         **labels(s, spec),
         LABEL_MODEL: release.model,
@@ -204,6 +205,7 @@ def release_labels(s: Serving, spec: Spec, release: Release) -> dict[str, str]:
 
 
 def object_metadata(s: Serving, spec: Spec, release: Release) -> dict[str, Any]:
+    """A serving resource's metadata: its name, labels and the MLflow run."""
     return {
         "name": s.name,
         "namespace": s.namespace,
@@ -270,6 +272,7 @@ def _probe(path: str, s: Serving, period: int, failures: int) -> dict[str, Any]:
 
 
 def prometheus(s: Serving) -> dict[str, str]:
+    """The annotations Prometheus' Kubernetes discovery scrapes pods by."""
     return {
         "prometheus.io/scrape": "true",
         "prometheus.io/port": str(s.port),
@@ -300,6 +303,7 @@ def _container(s: Serving, release: Release, name: str) -> dict[str, Any]:
 
 
 def pod_spec(s: Serving, release: Release, container: str) -> dict[str, Any]:
+    """The serving pod: one hardened `mlops serve` container and its scratch space."""
     return {
         # The server never calls the Kubernetes API.
         "automountServiceAccountToken": False,
