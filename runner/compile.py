@@ -46,8 +46,15 @@ def render_at(spec: Spec, root: Path) -> dict[str, str]:
 
 
 def compile_to(spec: Spec, root: Path, *, check: bool = False) -> list[str]:
-    """Write the generated files under root (or, with check, only list stale ones)."""
+    """Write the generated files under root (or, with check, only list stale ones).
+
+    Serving manifests no longer generated (the deploy target changed) are
+    stale too: they are removed, or Argo CD would go on applying them.
+    """
     files = render_at(spec, root)
+    gone = deploy_state.orphans(root, spec, files)
     if check:
-        return write.stale(files, root)
-    return write.write_all(files, root)
+        return sorted(write.stale(files, root) + gone)
+    changed = write.write_all(files, root)
+    deploy_state.remove(root, gone)
+    return sorted(changed + gone)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -94,12 +95,35 @@ def release_files(spec: Spec, release: Release) -> dict[str, str]:
     }
 
 
+def orphans(root: Path, spec: Spec, files: Mapping[str, str]) -> list[str]:
+    """Manifests mlops generated for this environment that it no longer would
+    (another target, no cluster target): Argo CD would go on applying them.
+    A file without the generated header is the team's own and is kept."""
+    folder = root / serving_pod.environment_dir(spec)
+    found = []
+    for path in [*folder.glob("*.yaml"), root / serving_pod.application_file(spec)]:
+        rel = path.relative_to(root).as_posix()
+        if rel in files or not path.is_file():
+            continue
+        with path.open(encoding="utf-8", errors="replace") as f:
+            if f.readline() == write.HEADER:
+                found.append(rel)
+    return sorted(found)
+
+
+def remove(root: Path, paths: list[str]) -> None:
+    """Delete orphaned manifests, so that git and Argo CD drop them too."""
+    for rel in paths:
+        (root / rel).unlink()
+
+
 def write_release(root: Path, spec: Spec, release: Release) -> list[str]:
     """Record a release and re-render its environment's manifests.
 
-    Each file is replaced atomically and only when its bytes change; returns
-    the paths that changed. The record is written first: should the rest
-    fail, `mlops compile` renders the manifests from it again.
+    Each file is replaced atomically and only when its bytes change, and
+    manifests of another target are removed; returns the paths that changed.
+    The record is written first: should the rest fail, `mlops compile`
+    renders the manifests from it again.
     """
     problem = _problem(release)
     if problem:
@@ -109,4 +133,6 @@ def write_release(root: Path, spec: Spec, release: Release) -> list[str]:
     changed = write.stale(files, root)
     for rel in sorted(changed, key=lambda rel: rel != record):
         write.write_atomic(root / rel, files[rel])
-    return changed
+    gone = orphans(root, spec, files)
+    remove(root, gone)
+    return sorted(changed + gone)

@@ -645,3 +645,46 @@ def test_the_dockerfile_gives_the_pod_its_spec_and_its_user() -> None:
     # The user the manifests run as is the image's own.
     assert f"USER {pod.UID}:{pod.UID}" in dockerfile
     assert f"--uid {pod.UID}" in dockerfile
+
+
+def test_another_target_removes_the_old_manifests_but_not_the_teams_own(
+    tmp_path: Path,
+) -> None:
+    root, spec = _repo(tmp_path, serving_pod.KUBERNETES)
+    deploy_state.write_release(root, spec, RELEASE)
+    own = root / "deploy/production/network-policy.yaml"
+    own.write_text("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n")
+
+    (root / "mlops.yaml").write_text(_spec_text(serving_pod.KSERVE))
+    kserve = specs.load(root / "mlops.yaml")
+    old = [
+        f"deploy/production/{name}"
+        for name in (
+            "deployment.yaml",
+            "horizontal-pod-autoscaler.yaml",
+            "pod-disruption-budget.yaml",
+            "service.yaml",
+        )
+    ]
+    stale = compiler.compile_to(kserve, root, check=True)
+    assert set(old) | {"deploy/production/inference-service.yaml"} <= set(stale)
+    assert "deploy/production/network-policy.yaml" not in stale
+    compiler.compile_to(kserve, root)
+    assert sorted(p.name for p in (root / "deploy/production").iterdir()) == [
+        "inference-service.yaml",
+        "network-policy.yaml",
+        "release.json",
+    ]
+    assert compiler.compile_to(kserve, root, check=True) == []
+
+    (root / "mlops.yaml").write_text(_spec_text("local"))
+    local = specs.load(root / "mlops.yaml")
+    assert deploy_state.write_release(root, local, RELEASE) == [
+        "deploy/production.application.yaml",
+        "deploy/production/inference-service.yaml",
+    ]
+    assert sorted(p.name for p in (root / "deploy").rglob("*")) == [
+        "network-policy.yaml",
+        "production",
+        "release.json",
+    ]
