@@ -24,7 +24,7 @@ from runner.deploy_state import Release
 from runner.errors import RunError, SpecError
 from runner.schema import schema
 from runner.targets import pod, serving_pod
-from tests.support import ROOT
+from tests.support import ROOT, mlops
 
 REFERENCE = Path(__file__).parent / "reference"
 GOLDEN = Path(__file__).parent / "golden"
@@ -331,6 +331,9 @@ def test_the_pod_meets_the_restricted_standard_with_a_read_only_root(
     assert spec["volumes"] == [{"name": n, "emptyDir": {}} for n in mounts]
     resources = container["resources"]
     assert resources["requests"] == resources["limits"] == serving_pod.SERVING_RESOURCES
+    (spread,) = spec["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "kubernetes.io/hostname"
+    assert serving_pod.LABEL_VERSION not in spread["labelSelector"]["matchLabels"]
     for env in container["env"]:
         assert "value" in env or set(env["valueFrom"]) == {"secretKeyRef"}
     secret = {e["name"]: e["valueFrom"] for e in container["env"] if "valueFrom" in e}
@@ -688,3 +691,18 @@ def test_another_target_removes_the_old_manifests_but_not_the_teams_own(
         "production",
         "release.json",
     ]
+
+
+def test_mlops_compile_check_names_a_stale_manifest(tmp_path: Path) -> None:
+    root, spec = _repo(tmp_path, serving_pod.KUBERNETES)
+    mlops("compile", cwd=root)
+    assert not (root / "deploy").exists()  # nothing promoted yet
+    deploy_state.write_release(root, spec, RELEASE)
+    assert mlops("compile", "--check", cwd=root).returncode == 0
+    service = root / "deploy/production/service.yaml"
+    service.write_text(service.read_text().replace("5001", "5002"))
+    proc = mlops("compile", "--check", cwd=root, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr == (
+        "deploy/production/service.yaml: stale; run `mlops compile` and commit it\n"
+    )

@@ -78,7 +78,7 @@ def deployment(s: Serving, spec: Spec, release: Release) -> dict[str, Any]:
                         **prometheus(s),
                     },
                 },
-                "spec": pod_spec(s, release, CONTAINER),
+                "spec": pod_spec(s, spec, release, CONTAINER),
             },
         },
     }
@@ -160,7 +160,7 @@ def inference_service(s: Serving, spec: Spec, release: Release) -> dict[str, Any
                 "maxReplicas": s.replicas["max"],
                 "scaleMetric": "cpu",
                 "scaleTarget": s.replicas["cpu_utilization"],
-                **pod_spec(s, release, KSERVE_CONTAINER),
+                **pod_spec(s, spec, release, KSERVE_CONTAINER),
             }
         },
     }

@@ -58,6 +58,7 @@ METRICS_PATH = "/metrics"
 # minutes before the kubelet gives up and restarts the container.
 STARTUP_PERIOD = 5
 STARTUP_FAILURES = 60
+HOSTNAME = "kubernetes.io/hostname"
 
 LABEL_INSTANCE = "app.kubernetes.io/instance"
 LABEL_MODEL = "mlops.dev/model"
@@ -302,7 +303,9 @@ def _container(s: Serving, release: Release, name: str) -> dict[str, Any]:
     }
 
 
-def pod_spec(s: Serving, release: Release, container: str) -> dict[str, Any]:
+def pod_spec(
+    s: Serving, spec: Spec, release: Release, container: str
+) -> dict[str, Any]:
     """The serving pod: one hardened `mlops serve` container and its scratch space."""
     return {
         # The server never calls the Kubernetes API.
@@ -311,4 +314,13 @@ def pod_spec(s: Serving, release: Release, container: str) -> dict[str, Any]:
         "securityContext": pod_security_context(),
         "containers": [_container(s, release, container)],
         "volumes": [{"name": v, "emptyDir": {}} for v in VOLUMES],
+        # Replicas on one node would all go down with it.
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": HOSTNAME,
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": labels(s, spec)},
+            }
+        ],
     }
