@@ -706,3 +706,23 @@ def test_mlops_compile_check_names_a_stale_manifest(tmp_path: Path) -> None:
     assert proc.stderr == (
         "deploy/production/service.yaml: stale; run `mlops compile` and commit it\n"
     )
+
+
+def test_a_model_name_that_cannot_be_a_label_is_refused() -> None:
+    doc = yaml.safe_load(_spec_text(serving_pod.KUBERNETES))
+    doc["registry"]["model"] = "Cancer classifier"
+    spec = specs.parse(yaml.safe_dump(doc, sort_keys=False))
+    release = Release("Cancer classifier", "3", RELEASE.run_id)
+    with pytest.raises(
+        RunError, match=r"cannot be the Kubernetes label mlops\.dev/model"
+    ):
+        compiler.render(spec, release)
+
+
+def test_a_serving_name_longer_than_a_dns_label_is_refused() -> None:
+    spec = _spec(serving_pod.KUBERNETES, environment="e" * 40)
+    with pytest.raises(SpecError) as caught:
+        compiler.render(spec, RELEASE)
+    (line,) = caught.value.lines()
+    assert "deploy -> environment: the serving name 'cancer-classifier-eee" in line
+    assert "longer than 63 characters" in line
