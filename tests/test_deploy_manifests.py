@@ -720,9 +720,12 @@ def test_a_model_name_that_cannot_be_a_label_is_refused() -> None:
 
 
 def test_a_serving_name_longer_than_a_dns_label_is_refused() -> None:
-    spec = _spec(serving_pod.KUBERNETES, environment="e" * 40)
+    doc = yaml.safe_load(_spec_text(serving_pod.KUBERNETES))
+    doc["project"]["name"] = "p" * 30
+    doc["deploy"]["environment"] = "e" * 40
+    spec = specs.parse(yaml.safe_dump(doc, sort_keys=False))
     with pytest.raises(SpecError) as caught:
         compiler.render(spec, RELEASE)
     (line,) = caught.value.lines()
-    assert "deploy -> environment: the serving name 'cancer-classifier-eee" in line
+    assert f"deploy -> environment: the serving name '{'p' * 30}-eee" in line
     assert "longer than 63 characters" in line
