@@ -330,7 +330,9 @@ def test_the_pod_meets_the_restricted_standard_with_a_read_only_root(
     assert mounts == {"tmp": "/tmp", "predictions": serving_pod.PREDICTIONS_DIR}
     assert spec["volumes"] == [{"name": n, "emptyDir": {}} for n in mounts]
     resources = container["resources"]
-    assert resources["requests"] == resources["limits"] == serving_pod.SERVING_RESOURCES
+    # The schema's default for deploy.resources, read where it is stated.
+    default = schema()["$defs"]["deploy"]["properties"]["resources"]["default"]
+    assert resources["requests"] == resources["limits"] == default
     (spread,) = spec["topologySpreadConstraints"]
     assert spread["topologyKey"] == "kubernetes.io/hostname"
     assert serving_pod.LABEL_VERSION not in spread["labelSelector"]["matchLabels"]

@@ -39,8 +39,6 @@ RELEASE_FILE = "release.json"
 # this: environment names have no dots.
 APPLICATION_SUFFIX = ".application.yaml"
 
-# Until schema/ states it as deploy.resources' default, the one place it is.
-SERVING_RESOURCES = {"cpu": "1", "memory": "1Gi"}
 # Where the Dockerfile copies mlops.yaml: a pod has no checkout.
 SPEC_IN_IMAGE = "/opt/mlops/mlops.yaml"
 LISTEN_ALL = "0.0.0.0"  # noqa: S104 - a pod's only interface is its own
@@ -114,11 +112,17 @@ def _is_local(uri: str) -> bool:
     return urlsplit(uri).scheme in ("", "file", "sqlite")
 
 
+def _secrets(spec: Spec) -> dict[str, str]:
+    """The serving pods' secrets: deploy.secrets, else every stage's argo.secrets."""
+    given = spec.deploy.get("secrets")
+    return dict(spec.argo.get("secrets", {}) if given is None else given)
+
+
 def _problems(
     spec: Spec, argocd: dict[str, str], replicas: dict[str, int]
 ) -> list[Problem]:
     """What would make the manifests useless on a cluster."""
-    secrets = spec.argo.get("secrets", {})
+    secrets = _secrets(spec)
     found = []
     if not argocd["repo"]:
         found.append(
@@ -134,7 +138,8 @@ def _problems(
                 ("deploy", "target"),
                 "serving pods fetch the model from MLflow, and "
                 f"{spec.storage.tracking_uri!r} is a file on this machine; give "
-                f"{TRACKING_URI} in argo.secrets (e.g. {TRACKING_URI}: mlflow/uri) "
+                f"{TRACKING_URI} in deploy.secrets or argo.secrets "
+                f"(e.g. {TRACKING_URI}: mlflow/uri) "
                 "or set storage.mlflow.tracking_uri to the tracking server's URL",
             )
         )
@@ -175,11 +180,8 @@ def settings(spec: Spec) -> Serving:
         port=KSERVE_PORT if kserve else int(deploy["port"]),
         workers=int(deploy["workers"]),
         replicas=replicas,
-        resources={
-            **SERVING_RESOURCES,
-            **nested_defaults("deploy", "resources", deploy.get("resources")),
-        },
-        secrets=dict(spec.argo.get("secrets", {})),
+        resources=nested_defaults("deploy", "resources", deploy.get("resources")),
+        secrets=_secrets(spec),
         argocd=argocd,
     )
 
