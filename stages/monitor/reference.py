@@ -1,0 +1,145 @@
+"""The reference: the train split the production model was trained on.
+
+The version holding ``registry.production_alias`` carries the MD5 of the
+train split its training run read (``mlops.data_md5``, written by train as
+:func:`stages.common.file_md5`, which for one file is the MD5 DVC 3 files it
+under). So the split is fetched by that hash, from this checkout's DVC cache
+or else the DVC remote, and its bytes are checked against it: the train split
+in the working tree, or the one ``dvc.lock`` names, may already be newer.
+
+Anything that stops it (no production version, no hash tag, the object in
+neither cache nor remote, a registry that does not answer) is a
+:class:`Missing` with the reason, which the monitor reports as "could not
+check", never as a crash or "no drift".
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from stages import common, promote
+from stages.register import TAG_RUN_ID
+
+
+class Missing(Exception):
+    """The reference cannot be had; the message says why."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Which model version, trained on which data at which commit."""
+
+    model: str
+    version: str
+    run_id: str | None
+    data_md5: str | None
+    git_commit: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def identity(client: Any, params: Mapping[str, Any]) -> Identity:
+    """The production version and the provenance its tags record."""
+    reg = promote.registry(params)
+    try:
+        version = promote.by_alias(client, reg.model, reg.production)
+    except Exception as e:  # a 403/500/timeout: not "no production model"
+        raise Missing(
+            f"the registry at {common.tracking_uri(params)} failed: {e}"
+        ) from e
+    if version is None:
+        raise Missing(
+            f"no version of {reg.model} holds @{reg.production} in the registry at "
+            f"{common.tracking_uri(params)}: run `mlops promote` first"
+        )
+    tags = dict(version.tags or {})
+    run_id = tags.get(TAG_RUN_ID) or version.run_id
+    md5 = tags.get(common.TAG_DATA_HASH) or _run_tag(client, run_id)
+    return Identity(
+        model=reg.model,
+        version=str(version.version),
+        run_id=run_id,
+        data_md5=md5 or None,
+        git_commit=tags.get(common.TAG_GIT_COMMIT),
+    )
+
+
+def _run_tag(client: Any, run_id: str | None) -> str | None:
+    """Older versions: the training run's own tag (train writes both)."""
+    if not run_id:
+        return None
+    try:
+        return client.get_run(run_id).data.tags.get(common.TAG_DATA_HASH)
+    except Exception:
+        return None
+
+
+def fetch_split(root: Path, md5: str, dest: Path) -> str:
+    """Copy the DVC object ``md5`` to ``dest``: local cache, else the remote.
+
+    Returns where it came from; raises Missing when neither has it.
+    """
+    from dvc.repo import Repo
+
+    try:
+        repo = Repo(str(root))
+    except Exception as e:
+        raise Missing(f"{root} is not a DVC repository ({e})") from e
+    with repo:
+        local = repo.cache.local
+        path = local.oid_to_path(md5)
+        if local.fs.exists(path):
+            shutil.copyfile(path, dest)
+            return "the DVC cache"
+        try:
+            odb = repo.cloud.get_remote_odb(command="monitor")
+            remote_path = odb.oid_to_path(md5)
+            if not odb.fs.exists(remote_path):
+                raise Missing(
+                    f"the train split (md5 {md5}) is in neither the DVC cache nor "
+                    f"the DVC remote {odb.path}: was `mlops push` run after training?"
+                )
+            odb.fs.get_file(remote_path, str(dest))
+        except Missing:
+            raise
+        except Exception as e:
+            raise Missing(f"the DVC remote could not be read: {e}") from e
+        return f"the DVC remote {odb.path}"
+
+
+def load_split(root: Path, ident: Identity) -> tuple[pd.DataFrame, str]:
+    """The production version's train split, its bytes checked against the tag."""
+    if not ident.data_md5:
+        raise Missing(
+            f"{ident.model} version {ident.version} records no data hash "
+            f"({common.TAG_DATA_HASH}): its training data cannot be found"
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        dest = Path(tmp) / "train.parquet"
+        where = fetch_split(root, ident.data_md5, dest)
+        got = common.file_md5(dest)
+        if got != ident.data_md5:
+            raise Missing(
+                f"the object fetched from {where} has md5 {got}, not "
+                f"{ident.data_md5}: the cache or remote is corrupt"
+            )
+        return common.read_parquet(dest), where
+
+
+def load_model(params: Mapping[str, Any], ident: Identity) -> Any:
+    """The production version's pipeline, its types checked against the
+    project's allow-list (as every stage loads a model)."""
+    import mlflow
+
+    uri = f"models:/{ident.model}/{ident.version}"
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
+        return common.load_model_dir(local, common.project_allow(params))
