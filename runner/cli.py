@@ -182,6 +182,13 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     return release.run_module(_root(args), "deploy", argv)
 
 
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from runner import release
+
+    argv = release.monitor_args(args, _load(args))
+    return release.run_module(_root(args), "monitor", argv)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mlops",
@@ -208,6 +215,12 @@ def parser() -> argparse.ArgumentParser:
         ("deploy", "serve the production model and smoke-test it", cmd_deploy),
         ("report", "write a Markdown report of the last run", cmd_report),
         ("gates", "show the gate verdicts; exit 1 if any failed", cmd_gates),
+        (
+            "monitor",
+            "check current data for drift from the production model's training "
+            "data (exit 0 no drift, 3 drift, 4 could not check)",
+            cmd_monitor,
+        ),
     ]
     for name, help_text, func in commands:
         c = sub.add_parser(name, help=help_text, description=help_text)
@@ -250,6 +263,8 @@ def parser() -> argparse.ArgumentParser:
                 default="main",
                 help="git revision to diff metrics and params against (default: main)",
             )
+        if name == "monitor":
+            _monitor_flags(c)
         if name == "submit":
             c.add_argument(
                 "--dry-run",
@@ -263,6 +278,27 @@ def parser() -> argparse.ArgumentParser:
                 "--repo", help="git URL to clone (default: argo.repo, else origin)"
             )
     return p
+
+
+def _monitor_flags(c: argparse.ArgumentParser) -> None:
+    c.add_argument(
+        "--current", metavar="FILE",
+        help="check this CSV, Parquet or JSON file (default: monitoring.current, "
+        "else the prediction log)",
+    )  # fmt: skip
+    c.add_argument(
+        "--output", default=".mlops/monitor", metavar="DIR",
+        help="folder for monitor.json, summary.md, report.html and metrics.prom "
+        "(default: .mlops/monitor)",
+    )  # fmt: skip
+    c.add_argument(
+        "--since", metavar="WHEN",
+        help="only prediction-log entries after WHEN: 24h, 7d, 2w or an ISO date "
+        "or datetime (default: monitoring.window, else the whole log)",
+    )  # fmt: skip
+    c.add_argument(
+        "--no-report", action="store_true", help="skip the deepchecks HTML report"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

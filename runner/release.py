@@ -88,6 +88,40 @@ def deploy_args(
     return out + ["--check-only"] * bool(args.check_only)
 
 
+def monitor_args(args: argparse.Namespace, spec: Any) -> list[str]:
+    """Arguments for ``python -m stages.monitor``: the flags, and ``monitoring:``
+    resolved as ``--settings`` JSON (the schema's defaults, the sources it
+    names, the prediction log's folder), since params.yaml holds none of it."""
+    import json
+
+    from runner.spec import nested_defaults
+
+    mon = spec.monitoring
+    log = nested_defaults("deploy", "prediction_log", spec.deploy.get("prediction_log"))
+
+    def source(key: str) -> dict[str, Any] | None:
+        name = mon.get(key)
+        if name is None:
+            return None
+        if name not in spec.data:
+            raise RunError(f"monitoring.{key}: no data source {name!r} under data:")
+        return {"name": name, "source": spec.data[name]}
+
+    settings = {
+        "drift_threshold": mon["drift_threshold"],
+        "min_rows": mon["min_rows"],
+        "features": mon.get("features") or {},
+        "window": mon.get("window"),
+        "log_dir": log["path"],
+        "current": source("current"),
+        "labels": source("labels"),
+    }
+    out = ["--settings", json.dumps(settings, sort_keys=True), "--output", args.output]
+    for flag, value in (("--current", args.current), ("--since", args.since)):
+        out += [flag, value] if value else []
+    return out + ["--no-report"] * bool(args.no_report)
+
+
 def run_module(root: Path, module: str, args: list[str]) -> int:
     """Run ``python -m stages.<module>`` in ``root`` and return its exit code.
 
