@@ -1,0 +1,345 @@
+"""`mlops monitor`: the drift core on generated frames, the prediction-log
+reader, the outputs, and the real CLI against a real registry and DVC remote.
+
+The end-to-end module fixture trains the tiny spec in ``tests/monitor/``,
+pushes the run to the DVC remote, gives version 1 ``@production``, then moves
+the checkout's data on and empties the local DVC cache: the reference must
+still be version 1's train split, fetched from the remote.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from stages import common
+from stages.monitor import (
+    DRIFT,
+    EXIT_CODES,
+    NO_DRIFT,
+    UNCHECKED,
+    drift,
+    labels,
+    outputs,
+)
+from stages.monitor import current as cur
+from tests.support import ROOT, dvc, mlops, run
+
+SPEC = ROOT / "tests" / "monitor" / "mlops.yaml"
+COLOURS = ["red", "green", "blue"]
+LIMITS = drift.Thresholds(default=0.2, min_rows=50)
+
+
+def points(
+    n: int,
+    seed: int,
+    *,
+    shift: float = 0.0,
+    shares: tuple[float, ...] = (0.5, 0.3, 0.2),
+) -> pd.DataFrame:
+    """Two normal features, a colour, uniform noise and a label that depends on
+    them; ``shift`` moves ``x``, ``shares`` the colours."""
+    rng = np.random.default_rng(seed)
+    x, size = rng.normal(shift, 1, n), rng.normal(0, 1, n)
+    colour = rng.choice(COLOURS, n, p=list(shares))
+    return pd.DataFrame({
+        "x": x.round(4), "size": size.round(4), "colour": colour,
+        "noise": rng.uniform(0, 1, n).round(4),
+        "label": (x + size + (colour == "red") > 0.5).astype(int),
+    })  # fmt: skip
+
+
+def features(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.drop(columns=["label"])
+
+
+# --- the scoring core ---
+
+
+def test_ks_statistic_is_scipys_on_ties_and_unequal_sizes() -> None:
+    rng = np.random.default_rng(3)
+    for n, m in ((400, 5000), (30, 7), (1000, 1000)):
+        a, b = rng.normal(0, 1, n).round(1), rng.normal(0.2, 1, m).round(1)
+        assert drift.ks_statistic(a, b) == pytest.approx(stats.ks_2samp(a, b).statistic)
+
+
+def test_cramers_v_is_zero_for_the_same_shares_and_near_one_when_disjoint() -> None:
+    same = pd.Series(["a", "b"] * 500)
+    assert drift.cramers_v(same, same.iloc[::-1]) == 0.0
+    other = pd.Series(["c", "d"] * 500)
+    assert drift.cramers_v(same, other) > 0.99
+
+
+def test_a_batch_from_the_same_distribution_has_no_drift() -> None:
+    problems, scores = drift.check_features(
+        features(points(2000, 1)), features(points(3000, 2)), LIMITS
+    )
+    assert problems == [] and len(scores) == 4
+    assert {s.method for s in scores} == {drift.KS, drift.CRAMERS_V}
+    assert drift.verdict(problems, scores).verdict == NO_DRIFT
+    assert all(s.score is not None and s.score < 0.1 for s in scores)
+
+
+def test_drift_on_exactly_the_shifted_feature_and_the_changed_category() -> None:
+    shifted = points(3000, 2, shift=0.8, shares=(0.15, 0.5, 0.35))
+    problems, scores = drift.check_features(
+        features(points(2000, 1)), features(shifted), LIMITS
+    )
+    by_name = {s.name: s for s in scores}
+    assert {s.name for s in scores if s.drifted} == {"x", "colour"}
+    assert (
+        by_name["x"].method == drift.KS and by_name["colour"].method == drift.CRAMERS_V
+    )
+    judged = drift.verdict(problems, scores)
+    assert judged.verdict == DRIFT and len(judged.reasons) == 2
+
+
+def test_a_per_feature_threshold_overrides_the_default() -> None:
+    limits = drift.Thresholds(default=0.2, min_rows=50, features={"x": 0.9})
+    shifted = features(points(3000, 2, shift=0.8))
+    _, scores = drift.check_features(features(points(2000, 1)), shifted, limits)
+    x = next(s for s in scores if s.name == "x")
+    assert x.threshold == 0.9 and not x.drifted
+
+
+@pytest.mark.parametrize(
+    ("batch", "reason"),
+    [
+        (pd.DataFrame(), "the current data is empty"),
+        (features(points(20, 4)), "20 rows, fewer than monitoring.min_rows (50)"),
+        (features(points(200, 4)).drop(columns=["size"]), "missing 'size'"),
+        (features(points(200, 4)).assign(x="big"), "'x' (float64 -> object)"),
+        (
+            features(points(200, 4)).map(lambda _: None),
+            "every value of the current data's feature columns is null",
+        ),
+    ],
+    ids=["empty", "too-small", "column-gone", "type-changed", "all-null"],
+)
+def test_unusable_batches_could_not_be_checked(
+    batch: pd.DataFrame, reason: str
+) -> None:
+    problems, scores = drift.check_features(features(points(500, 1)), batch, LIMITS)
+    judged = drift.verdict(problems, scores)
+    assert judged.verdict == UNCHECKED and scores == []
+    assert reason in judged.reasons[0]
+
+
+def test_one_unscorable_feature_is_never_read_as_no_drift() -> None:
+    batch = features(points(500, 2)).assign(noise=np.nan)
+    problems, scores = drift.check_features(features(points(500, 1)), batch, LIMITS)
+    judged = drift.verdict(problems, scores)
+    assert judged.verdict == UNCHECKED
+    assert judged.reasons == ("noise: no non-null values in the current data",)
+    batch["x"] += 2
+    _, scores = drift.check_features(features(points(500, 1)), batch, LIMITS)
+    assert drift.verdict([], scores).verdict == DRIFT
+
+
+# --- the prediction log ---
+
+
+def _line(i: int, rows: list[dict[str, object]], version: str = "1") -> str:
+    return json.dumps({
+        "request_id": f"r{i}", "time": f"2026-12-01T10:{i % 60:02d}:00+00:00",
+        "model": "tiny", "model_version": version, "predictor": "onnx",
+        "inputs": rows, "outputs": [int(r["x"] > 0) for r in rows],  # type: ignore[operator]
+    })  # fmt: skip
+
+
+def write_log(folder: Path, frame: pd.DataFrame, *, bad: bool = True) -> None:
+    """The frame as a rotated log of two servers: requests of 1 and 2 rows."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = features(frame).to_dict("records")
+    half = len(rows) // 2
+    first = [_line(i, rows[i : i + 2]) for i in range(0, half, 2)]
+    second = [_line(i, [rows[i]]) for i in range(half, len(rows))]
+    (folder / "predictions-a-1.jsonl.1").write_text("\n".join(first) + "\n")
+    extra = ['{"request_id": "cut", "inputs": [', "[1, 2]", '{"inputs": [{}]}'] * bad
+    (folder / "predictions-a-1.jsonl").write_text("\n".join(second[:10] + extra) + "\n")
+    (folder / "predictions-b-2.jsonl").write_text("\n".join(second[10:]) + "\n")
+    (folder / "notes.txt").write_text("not a log file\n")
+
+
+def test_the_log_reader_reads_rotated_files_and_counts_bad_lines(
+    tmp_path: Path,
+) -> None:
+    frame = points(300, 5)
+    write_log(tmp_path, frame)
+    batch = cur.read_log(tmp_path)
+    assert batch.files == [
+        "predictions-a-1.jsonl", "predictions-a-1.jsonl.1", "predictions-b-2.jsonl"
+    ]  # fmt: skip
+    assert len(batch.frame) == 300 and batch.bad_lines == 3
+    assert batch.bad_examples[0].startswith("predictions-a-1.jsonl:11: not JSON")
+    assert "'outputs' is not a list" in batch.bad_examples[2]
+    pd.testing.assert_frame_equal(
+        batch.frame.sort_values("x").reset_index(drop=True),
+        features(frame).sort_values("x").reset_index(drop=True),
+    )
+    assert batch.predictions is not None and batch.keys is not None
+    r0 = batch.keys[batch.keys["request_id"] == "r0"]
+    assert r0["row"].tolist() == [0, 1]
+    assert batch.first_time == "2026-12-01T10:00:00+00:00"
+
+
+def test_since_keeps_only_recent_entries(tmp_path: Path) -> None:
+    write_log(tmp_path, points(300, 5), bad=False)
+    since = cur.since_time("2026-12-01T10:50:00", datetime.now(UTC))
+    batch = cur.read_log(tmp_path, since)
+    assert batch.first_time == "2026-12-01T10:50:00+00:00"
+    assert 0 < len(batch.frame) < 300
+    week = cur.since_time("7d", datetime(2026, 12, 8, 10, 0, tzinfo=UTC))
+    assert week == datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
+    with pytest.raises(common.StageError, match="neither a duration"):
+        cur.since_time("last tuesday", datetime.now(UTC))
+
+
+def test_a_missing_log_folder_is_an_empty_batch(tmp_path: Path) -> None:
+    batch = cur.read_log(tmp_path / "nowhere")
+    assert len(batch.frame) == 0 and batch.files == []
+    problems, _ = drift.check_features(features(points(100, 1)), batch.frame, LIMITS)
+    assert problems == ["the current data is empty"]
+
+
+# --- labels and outputs ---
+
+
+def test_labels_join_on_request_and_row_and_give_live_metrics() -> None:
+    keys = pd.DataFrame({"request_id": ["a", "a", "b"], "row": [0, 1, 0]})
+    predictions = pd.Series([1, 0, 1])
+    truth = pd.DataFrame({"request_id": ["a", "b", "a"], "row": [1, 0, 0],
+                          "label": [0, 0, 1]})  # fmt: skip
+    joined = labels.join(keys, predictions, truth, "label")
+    assert joined[["request_id", "row", "prediction", "label"]].values.tolist() == [
+        ["a", 0, 1, 1], ["a", 1, 0, 0], ["b", 0, 1, 0]
+    ]  # fmt: skip
+    gates = [{"metric": "accuracy", "min": 0.9}]
+    live = labels.live_metrics(common.CLASSIFICATION, joined, gates)
+    assert live["metrics"]["accuracy"] == pytest.approx(2 / 3)
+    assert live["gates"] == [{"metric": "accuracy", "rule": "min", "threshold": 0.9,
+                              "value": pytest.approx(2 / 3), "passed": False}]  # fmt: skip
+
+
+def test_metrics_file_has_a_gauge_per_feature_and_model_version(tmp_path: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    _, scores = drift.check_features(
+        features(points(500, 1)), features(points(500, 2, shift=1)), LIMITS
+    )
+    result = {
+        "verdict": DRIFT, "reasons": [], "features": [s.to_dict() for s in scores],
+        "reference": {"model": "tiny", "version": "3", "rows": 500},
+        "current": {"rows": 500, "bad_lines": 2, "source": "x", "lines": 9,
+                    "bad_line_examples": ["predictions-a.jsonl:3: not JSON"]},
+    }  # fmt: skip
+    text = outputs.write_metrics(tmp_path, result, 1.0e9).read_text()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    samples = families["mlops_drift_score"].samples
+    assert {s.labels["feature"] for s in samples} == {"x", "size", "colour", "noise"}
+    assert {s.labels["model_version"] for s in samples} == {"3"}
+    x = next(s for s in samples if s.labels["feature"] == "x")
+    assert x.value == pytest.approx(scores[0].score)
+    [bad] = families["mlops_monitor_bad_log_lines"].samples
+    assert bad.value == 2
+    assert "| x | kolmogorov-smirnov |" in outputs.markdown(result)
+
+
+# --- the real CLI, registry and DVC remote ---
+
+
+def _md5(path: Path) -> str:
+    return common.file_md5(path)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+    """Version 1 trained, pushed and @production; then the checkout moved on."""
+    root = tmp_path_factory.mktemp("monitor") / "repo"
+    (root / "data").mkdir(parents=True)
+    shutil.copytree(ROOT / "stages", root / "stages",
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    shutil.copy(SPEC, root / "mlops.yaml")
+    points(600, 1).to_csv(root / "data" / "points.csv", index=False)
+    run(["git", "init", "-q"], cwd=root)
+    run(["git", "add", "-A"], cwd=root)
+    run(["git", "commit", "-qm", "tiny"], cwd=root)
+    mlops("run", cwd=root)
+    mlops("push", cwd=root)
+    split = root / "artifacts" / "preprocess" / "train.parquet"
+    first = _md5(split)
+    points(400, 2).to_csv(root / "same.csv", index=False)
+    unpromoted = _monitor(root, "--current", "same.csv", "--no-report")
+    # What `mlops promote` ends with (tested in test_promote.py): the alias moves.
+    probe = ("import mlflow; c = mlflow.MlflowClient('sqlite:///.mlops/mlflow.db'); "
+             "c.set_registered_model_alias('tiny', 'production', '1')")  # fmt: skip
+    run([sys.executable, "-c", probe], cwd=root)
+    # The data moves on: a new split in the working tree and dvc.lock, and the
+    # old one only in the remote.
+    points(900, 9, shift=3.0).to_csv(root / "data" / "points.csv", index=False)
+    dvc("repro", "preprocess", cwd=root)
+    shutil.rmtree(root / ".dvc" / "cache")
+    assert _md5(split) != first
+    yield {"root": root, "first_md5": first, "unpromoted": unpromoted}
+
+
+def _monitor(root: Path, *args: str) -> tuple[int, dict[str, object]]:
+    out = root / ".mlops" / "monitor"
+    if out.exists():
+        shutil.rmtree(out)
+    proc = mlops("monitor", *args, cwd=root, check=False)
+    assert proc.returncode != 1, proc.stderr
+    return proc.returncode, json.loads((out / outputs.RESULT_FILE).read_text())
+
+
+def test_the_reference_is_the_production_versions_split_from_the_remote(
+    trained: dict[str, object],
+) -> None:
+    root = Path(str(trained["root"]))
+    # The prediction log of version 1's server, from version 1's distribution.
+    write_log(root / ".mlops" / "predictions", points(400, 2))
+    code, result = _monitor(root, "--no-report")
+    ref = result["reference"]
+    assert isinstance(ref, dict)
+    assert ref["data_md5"] == trained["first_md5"] and ref["version"] == "1"
+    assert "DVC remote" in str(ref["source"]) and ref["rows"] == 450
+    # Against the checkout's newer split (x moved by 3) this batch would drift.
+    assert (code, result["verdict"]) == (EXIT_CODES[NO_DRIFT], NO_DRIFT)
+    assert result["current"]["rows"] == 400 and result["current"]["bad_lines"] == 3  # type: ignore[index]
+    assert result["prediction"]["score"] is not None  # type: ignore[index]
+    assert not (root / ".mlops" / "monitor" / outputs.REPORT_FILE).exists()
+
+
+def test_exit_codes_and_outputs_through_the_cli(
+    trained: dict[str, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, result = trained["unpromoted"]  # type: ignore[misc]
+    assert (code, result["verdict"]) == (EXIT_CODES[UNCHECKED], UNCHECKED)
+    assert "no version of tiny holds @production" in str(result["reasons"])
+
+    root = Path(str(trained["root"]))
+    features(points(400, 3, shift=1.0, shares=(0.1, 0.6, 0.3))).to_csv(
+        root / "shifted.csv", index=False
+    )
+    summary = tmp_path / "step-summary.md"
+    monkeypatch.setenv(outputs.SUMMARY_ENV, str(summary))
+    code, result = _monitor(root, "--current", "shifted.csv")
+    assert (code, result["verdict"]) == (EXIT_CODES[DRIFT], DRIFT)
+    drifted = {f["name"] for f in result["features"] if f["drifted"]}  # type: ignore[attr-defined, index]
+    assert drifted == {"x", "colour"}
+    out = root / ".mlops" / "monitor"
+    assert "Feature Drift" in (out / outputs.REPORT_FILE).read_text()
+    assert 'feature="x"' in (out / outputs.METRICS_FILE).read_text()
+    assert summary.read_text().startswith("## mlops monitor: drift")
+
+    missing = mlops("monitor", "--current", "nope.csv", cwd=root, check=False)
+    assert missing.returncode == 1 and "nope.csv: no such file" in missing.stderr
