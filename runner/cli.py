@@ -172,6 +172,16 @@ def cmd_history(args: argparse.Namespace) -> int:
     return release.run_module(_root(args), "audit", release.history_args(args))
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from runner import release
+
+    spec = _load(args)
+    argv = release.serve_args(args, spec.deploy, os.environ)
+    return release.run_module(_root(args), "serving", argv)
+
+
 def cmd_deploy(args: argparse.Namespace) -> int:
     import os
 
@@ -212,6 +222,7 @@ def parser() -> argparse.ArgumentParser:
         ("submit", "send the pipeline to an Argo Server and start a run", cmd_submit),
         ("promote", "gate the candidate model and move production to it", cmd_promote),
         ("history", "list promotions, or which model served at a date", cmd_history),
+        ("serve", "serve the production model over HTTP until stopped", cmd_serve),
         ("deploy", "serve the production model and smoke-test it", cmd_deploy),
         ("report", "write a Markdown report of the last run", cmd_report),
         ("gates", "show the gate verdicts; exit 1 if any failed", cmd_gates),
@@ -234,7 +245,7 @@ def parser() -> argparse.ArgumentParser:
                 action="store_true",
                 help="write nothing; fail if a generated file is stale",
             )
-        if name in ("history", "deploy"):
+        if name in ("history", "serve", "deploy"):
             from runner import release
 
             release.add_flags(c, name)

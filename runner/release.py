@@ -1,4 +1,4 @@
-"""`mlops promote`, `mlops history` and `mlops deploy`: run the release modules.
+"""`mlops promote`, `history`, `serve` and `deploy`: run the release modules.
 
 The work needs MLflow and scikit-learn, which the runner never imports; like
 DVC running a stage, the CLI starts ``python -m stages.<module>`` from the
@@ -20,7 +20,6 @@ from typing import Any
 from runner.errors import RunError
 
 PORT_ENV = "MLOPS_DEPLOY_PORT"
-SUPPORTED_TARGETS = ("mlflow-serve",)
 # How long a module gets to clean up (stop its server) after Ctrl-C.
 GRACE_SECONDS = 30
 
@@ -36,12 +35,7 @@ def add_flags(c: argparse.ArgumentParser, name: str) -> None:
         )
         c.add_argument("--all", action="store_true", help="show refused ones too")
         c.add_argument("--json", action="store_true", help="one JSON entry per line")
-    if name == "deploy":
-        c.add_argument(
-            "--check-only",
-            action="store_true",
-            help="start the server, smoke-test /invocations, stop it (what CI runs)",
-        )
+    if name in ("serve", "deploy"):
         c.add_argument("--host", help="address to listen on (default: deploy.host)")
         c.add_argument(
             "--port",
@@ -49,10 +43,30 @@ def add_flags(c: argparse.ArgumentParser, name: str) -> None:
             help=f"port to listen on (default: ${PORT_ENV}, else deploy.port)",
         )
         c.add_argument(
+            "--workers",
+            type=int,
+            help="server processes, each loading the model (default: deploy.workers)",
+        )
+        c.add_argument(
+            "--prediction-log",
+            metavar="DIR",
+            help="folder of the prediction log (default: deploy.prediction_log.path)",
+        )
+    if name == "serve":
+        c.add_argument(
+            "--version", help="serve this model version (default: the production one)"
+        )
+    if name == "deploy":
+        c.add_argument(
+            "--check-only",
+            action="store_true",
+            help="start the server, smoke-test /invocations, stop it (what CI runs)",
+        )
+        c.add_argument(
             "--timeout",
             type=float,
             default=120.0,
-            help="seconds to wait for the server to answer /ping (default: 120)",
+            help="seconds to wait for the server's /ready (default: 120)",
         )
 
 
@@ -62,29 +76,59 @@ def history_args(args: argparse.Namespace) -> list[str]:
     return out + ["--all"] * bool(args.all) + ["--json"] * bool(args.json)
 
 
+def supported_targets() -> tuple[str, ...]:
+    """Every deploy target serves locally with `mlops deploy` (the schema's list);
+    cluster targets are also rolled out from git."""
+    from runner.schema import schema
+
+    return tuple(schema()["$defs"]["deploy"]["properties"]["target"]["enum"])
+
+
+def _port(args: argparse.Namespace, env: Mapping[str, str]) -> int | None:
+    if args.port is not None or not env.get(PORT_ENV):
+        return args.port  # type: ignore[no-any-return]
+    try:
+        return int(env[PORT_ENV])
+    except ValueError as e:
+        raise RunError(
+            f"${PORT_ENV} must be a port number, not {env[PORT_ENV]!r}"
+        ) from e
+
+
+def serve_args(
+    args: argparse.Namespace, deploy: Mapping[str, Any], env: Mapping[str, str]
+) -> list[str]:
+    """Arguments for ``python -m stages.serving``: flags, then env, then the spec.
+
+    ``deploy`` is ``Spec.deploy``, whose defaults (and ``prediction_log``'s,
+    through :func:`runner.spec.nested_defaults`) are the schema's.
+    """
+    from runner.spec import nested_defaults
+
+    target = deploy["target"]
+    if target not in supported_targets():
+        raise RunError(f"deploy.target {target!r} is not supported by mlops deploy")
+    log = nested_defaults("deploy", "prediction_log", deploy.get("prediction_log"))
+    port = _port(args, env)
+    out = [
+        "--host", str(args.host or deploy["host"]),
+        "--port", str(port if port is not None else deploy["port"]),
+        "--workers", str(args.workers or deploy["workers"]),
+        "--max-request-bytes", str(deploy["max_request_bytes"]),
+        "--log-dir", str(args.prediction_log or log["path"]),
+        "--log-sample", str(log["sample"]),
+        "--log-max-bytes", str(log["max_bytes"]),
+        "--log-backups", str(log["backups"]),
+    ]  # fmt: skip
+    version = getattr(args, "version", None)
+    return out + (["--version", str(version)] if version else [])
+
+
 def deploy_args(
     args: argparse.Namespace, deploy: Mapping[str, Any], env: Mapping[str, str]
 ) -> list[str]:
-    """Arguments for ``python -m stages.deploy``: flags, then env, then the spec."""
-    target = deploy.get("target", "mlflow-serve")
-    if target not in SUPPORTED_TARGETS:
-        raise RunError(f"deploy.target {target!r} is not supported by mlops deploy")
-    port = args.port
-    if port is None and env.get(PORT_ENV):
-        try:
-            port = int(env[PORT_ENV])
-        except ValueError as e:
-            raise RunError(
-                f"${PORT_ENV} must be a port number, not {env[PORT_ENV]!r}"
-            ) from e
-    out = [
-        "--host",
-        str(args.host or deploy.get("host", "127.0.0.1")),
-        "--port",
-        str(port if port is not None else deploy.get("port", 5001)),
-        "--timeout",
-        str(args.timeout),
-    ]
+    """Arguments for ``python -m stages.deploy``: the server's, the wait, the mode."""
+    out = [*serve_args(args, deploy, env), "--timeout", str(args.timeout)]
     return out + ["--check-only"] * bool(args.check_only)
 
 

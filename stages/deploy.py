@@ -1,19 +1,16 @@
-"""Deploy: serve the production model with ``mlflow models serve`` and smoke-test it.
+"""Deploy: start ``mlops serve`` on the production model and smoke-test it.
 
-The version holding ``registry.production_alias`` is downloaded once and loaded
-here through :func:`stages.common.load_model_dir`, which checks every type in
-the skops file against the project's allow-list. MLflow 3.17 refuses to load
-any sklearn model (skops included) unless ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION``
-is true, because its own skops allow-list comes from the model's MLmodel file.
-So the flag is set only for the server process, only after that check passed
-and the MLmodel's list is also inside the allow-list, and the server is given
-the very directory that was checked (not a ``models:/`` URI it would download
-again), so the bytes served are the bytes checked.
+The version holding ``registry.production_alias`` is fetched and checked once
+by :func:`stages.serving.fetch.prepare` (the skops file's types and the
+MLmodel's own list against the project's allow-list, through
+:func:`check_model`), and the server is started on exactly what that check
+hashed (``python -m stages.serving.server``, no second download).
 
-``python -m stages.deploy --host H --port P [--check-only]`` (``mlops deploy``)
-waits for ``/ping``, sends a row of the test split (else the model's saved
+``python -m stages.deploy <server flags> [--check-only]`` (``mlops deploy``)
+waits for ``/ready``, sends a row of the test split (else the model's saved
 input example) to ``/invocations`` and compares the answer with the model's
-own prediction; ``--check-only`` then stops the server.
+own prediction; ``--check-only`` then stops the server, otherwise it serves
+until Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
@@ -24,7 +21,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
@@ -39,8 +35,9 @@ import yaml
 from stages import common, promote
 
 KIND = "deploy"
-ALLOW_LOADING_ENV = "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"
 SMOKE_ROWS = 1
+# Marks the smoke test's request in the prediction log, so monitoring skips it.
+SMOKE_REQUEST_ID = "mlops-deploy-smoke"
 STOP_SECONDS = 15
 LOG_TAIL = 15
 _ANY_ADDRESS = ("", "0.0.0.0", "::")  # noqa: S104 - names, not a bind
@@ -101,6 +98,7 @@ def same_predictions(served: Sequence[Any], local: Sequence[Any]) -> bool:
 
 def _http(url: str, body: bytes | None = None, timeout: float = 10) -> tuple[int, str]:
     headers = {"Content-Type": "application/json"} if body is not None else {}
+    headers["X-Request-ID"] = SMOKE_REQUEST_ID
     request = urllib.request.Request(url, data=body, headers=headers)  # noqa: S310
     try:
         with urllib.request.urlopen(request, timeout=timeout) as r:  # noqa: S310
@@ -116,7 +114,7 @@ def _tail(log: Path | None) -> str:
     return "\n".join(lines[-LOG_TAIL:])
 
 
-def _port_free(host: str, port: int) -> None:
+def port_free(host: str, port: int) -> None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family) as s:
         # As uvicorn does: a port in TIME_WAIT from the last server is free.
@@ -130,17 +128,13 @@ def _port_free(host: str, port: int) -> None:
             ) from e
 
 
-def start_server(model_dir: Path, host: str, port: int, log: IO[str] | None) -> Any:
-    """``mlflow models serve`` in its own process group, so it can be stopped whole."""
-    env = dict(os.environ)
-    env[ALLOW_LOADING_ENV] = "true"  # the model was checked by check_model()
-    cmd = [
-        sys.executable, "-m", "mlflow", "models", "serve", "-m", str(model_dir),
-        "--env-manager", "local", "-h", host, "-p", str(port), "-w", "1",
-    ]  # fmt: skip
+def start_server(config: Mapping[str, Any], log: IO[str] | None) -> Any:
+    """``mlops serve``'s server in its own process group, so it can be stopped whole."""
+    from stages.serving import cli
+
     return subprocess.Popen(
-        cmd, env=env, stdout=log, stderr=subprocess.STDOUT if log else None,
-        start_new_session=True,
+        cli.server_command(), env=cli.server_env(config), stdout=log,
+        stderr=subprocess.STDOUT if log else None, start_new_session=True,
     )  # fmt: skip
 
 
@@ -163,25 +157,25 @@ def stop_server(proc: Any) -> None:
 
 
 def wait_ready(url: str, proc: Any, timeout: float, log: Path | None) -> float:
-    """Poll ``/ping`` until it answers 200; return the seconds it took."""
+    """Poll ``/ready`` until it answers 200; return the seconds it took."""
     start = time.monotonic()
     while True:
         if proc.poll() is not None:
             raise common.StageError(
                 f"the model server exited with code {proc.returncode} before it "
-                f"answered /ping\n{_tail(log)}"
+                f"answered /ready\n{_tail(log)}"
             )
         try:
-            if _http(f"{url}/ping", timeout=2)[0] == 200:  # noqa: PLR2004
+            if _http(f"{url}/ready", timeout=2)[0] == 200:  # noqa: PLR2004
                 return time.monotonic() - start
         except OSError:
             pass
         if time.monotonic() - start > timeout:
             raise common.StageError(
-                f"the model server did not answer {url}/ping within {timeout:.0f}s"
+                f"the model server was not ready at {url}/ready within {timeout:.0f}s"
                 f"\n{_tail(log)}"
             )
-        time.sleep(0.5)
+        time.sleep(0.1)
 
 
 def smoke_test(url: str, frame: pd.DataFrame, model: Any) -> list[Any]:
@@ -207,38 +201,26 @@ def check_model(params: Mapping[str, Any], model_dir: Path) -> Any:
 
 
 def serve(params: Mapping[str, Any], args: argparse.Namespace, tmp: Path) -> int:
-    """Download, check, start, wait, smoke-test; then stop or keep serving."""
-    import mlflow
+    """Fetch and check, start, wait, smoke-test; then stop or keep serving."""
+    from stages.serving import cli, fetch
 
-    reg = promote.registry(params)
-    mlflow.set_tracking_uri(common.tracking_uri(params))
-    version = promote.by_alias(mlflow.MlflowClient(), reg.model, reg.production)
-    if version is None:
-        raise common.StageError(
-            f"no version of {reg.model} holds @{reg.production}: run `mlops promote`"
-        )
-    local = Path(
-        mlflow.artifacts.download_artifacts(
-            f"models:/{reg.model}/{version.version}", dst_path=str(tmp / "model")
-        )
-    )
-    model = check_model(params, local)
-    frame = smoke_frame(params, local)
-    _port_free(args.host, args.port)
+    config, model = cli.prepare(params, args)
+    served = config["served"]
+    frame = smoke_frame(params, Path(served["model_dir"]))
     url = base_url(args.host, args.port)
     log_path = tmp / "server.log" if args.check_only else None
-    name = f"models:/{reg.model}@{reg.production} (version {version.version})"
-    common.say(KIND, f"starting {name} on {url}")
+    name = f"{served['model']} version {served['version']}"
+    common.say(KIND, f"starting {fetch.describe(served)} on {url}")
     with open(log_path or os.devnull, "w", encoding="utf-8") as log:
-        proc = start_server(local, args.host, args.port, log if log_path else None)
+        proc = start_server(config, log if log_path else None)
         try:
             secs = wait_ready(url, proc, args.timeout, log_path)
-            served = smoke_test(url, frame, model)
-            common.say(KIND, f"{url}/ping answered after {secs:.1f}s")
+            answer = smoke_test(url, frame, model)
+            common.say(KIND, f"{url}/ready answered 200 after {secs:.1f}s")
             common.say(
                 KIND,
                 f"smoke test: POST {url}/invocations with {len(frame)} test row(s) "
-                f"-> predictions {served} (same as the model locally)",
+                f"-> predictions {answer} (same as the model locally)",
             )
             if args.check_only:
                 common.say(KIND, f"check passed; stopping the server ({name})")
@@ -256,12 +238,14 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Serve (or with ``--check-only`` just check) the production model."""
+    from stages.serving import cli
+
     ap = argparse.ArgumentParser(prog="python -m stages.deploy")
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=5001)
-    ap.add_argument("--timeout", type=float, default=120.0)
+    cli.add_server_flags(ap)
+    ap.add_argument("--timeout", type=float, required=True)
     ap.add_argument("--check-only", action="store_true")
     args = ap.parse_args(argv)
+    args.version = None  # deploy serves what holds the production alias
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # A cancelled CI job or `kill` sends SIGTERM: stop the server like Ctrl-C does.
     signal.signal(signal.SIGTERM, _interrupt)

@@ -429,18 +429,31 @@ def test_tag_verdicts_and_metrics_come_from_register_tags() -> None:
 def test_deploy_port_comes_from_flag_then_env_then_spec() -> None:
     from argparse import Namespace
 
-    args = Namespace(host=None, port=None, timeout=5.0, check_only=True)
-    spec = {"target": "mlflow-serve", "host": "127.0.0.1", "port": 5001}
-    assert release.deploy_args(args, spec, {})[:4] == [
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "5001",
-    ]
+    from runner import spec as specs
+
+    args = Namespace(
+        host=None, port=None, workers=None, prediction_log=None, timeout=5.0,
+        check_only=True,
+    )  # fmt: skip
+    spec = specs.load(ROOT / "mlops.yaml").deploy  # the schema's defaults filled
+    argv = release.deploy_args(args, spec, {})
+    assert argv[:4] == ["--host", "127.0.0.1", "--port", "5001"]
+    assert dict(zip(argv[4:16:2], argv[5:16:2], strict=True)) == {
+        "--workers": "1",
+        "--max-request-bytes": "1048576",
+        "--log-dir": ".mlops/predictions",
+        "--log-sample": "1",
+        "--log-max-bytes": "104857600",
+        "--log-backups": "10",
+    }
     assert release.deploy_args(args, spec, {release.PORT_ENV: "7000"})[3] == "7000"
     args.port = 7100
     assert release.deploy_args(args, spec, {release.PORT_ENV: "7000"})[3] == "7100"
     assert release.deploy_args(args, spec, {})[-1] == "--check-only"
+    for target in ("local", "kubernetes", "kserve"):  # all serve with mlops serve
+        assert release.deploy_args(args, {**spec, "target": target}, {})
+    with pytest.raises(release.RunError, match="'mlflow-serve' is not supported"):
+        release.deploy_args(args, {**spec, "target": "mlflow-serve"}, {})
 
 
 def test_deploy_refuses_a_model_that_trusts_more_than_the_allow_list(
