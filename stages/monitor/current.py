@@ -4,19 +4,20 @@ The log is what ``mlops serve`` writes (:mod:`stages.serving.predlog`): every
 ``predictions-*.jsonl*`` file in the folder, rotated ones included, one JSON
 object a line with one ``inputs`` object and one ``outputs`` value per row. A
 line that is not such an object is counted and reported, never fatal: a
-server killed mid-write leaves half a line. Files and sources are read with
-ingest's readers.
+server killed mid-write leaves half a line (:mod:`stages.monitor.logread`).
+Files and sources are read with ingest's readers.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from stages import common, ingest
@@ -28,11 +29,6 @@ ROW = "row"
 BAD_EXAMPLES = 5
 _DURATION = re.compile(r"^([1-9][0-9]*)([hdw])$")
 _UNITS = {"h": "hours", "d": "days", "w": "weeks"}
-
-try:  # orjson parses a log line several times faster; json is the fallback
-    from orjson import loads as _loads
-except ImportError:  # pragma: no cover - orjson is in constraints.txt
-    from json import loads as _loads  # type: ignore[assignment]
 
 
 @dataclass
@@ -92,77 +88,44 @@ def log_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob(LOG_GLOB) if p.is_file())
 
 
-def _entry(line: bytes) -> tuple[dict[str, Any] | None, str]:
-    """The parsed line, or None and why it is not a log entry."""
-    try:
-        entry = _loads(line)
-    except ValueError as e:
-        return None, f"not JSON ({str(e)[:60]})"
-    if not isinstance(entry, dict):
-        return None, "not a JSON object"
-    inputs, outputs = entry.get("inputs"), entry.get("outputs")
-    if not isinstance(inputs, list) or not all(isinstance(r, dict) for r in inputs):
-        return None, "'inputs' is not a list of objects"
-    if not isinstance(outputs, list) or len(outputs) != len(inputs):
-        return None, "'outputs' is not a list as long as 'inputs'"
-    if not isinstance(entry.get("time"), str):
-        return None, "no 'time'"
-    return entry, ""
-
-
-def _lines(files: Iterable[Path]) -> Iterator[tuple[str, int, bytes]]:
-    for path in files:
-        with path.open("rb") as f:
-            for number, line in enumerate(f, 1):
-                if line.strip():
-                    yield path.name, number, line
-
-
-def _when(entry: Mapping[str, Any]) -> datetime | None:
-    try:
-        moment = datetime.fromisoformat(entry["time"])
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def read_log(folder: Path, since: datetime | None = None) -> Batch:
     """Read every log file in ``folder``; entries before ``since`` are skipped."""
+    from stages.monitor import logread
+
     files = log_files(folder) if folder.is_dir() else []
+    pieces = [logread.read(path, since) for path in files]
     batch = Batch(
         source=f"prediction log {folder}",
         frame=pd.DataFrame(),
         files=[p.name for p in files],
         since=since.isoformat() if since else None,
+        lines=sum(p.lines for p in pieces),
+        bad_lines=sum(p.bad_lines for p in pieces),
+        bad_examples=[e for p in pieces for e in p.bad_examples][:BAD_EXAMPLES],
     )
-    rows: list[dict[str, Any]] = []
-    cols: dict[str, list[Any]] = {"out": [], "rid": [], "row": [], "ver": []}
-    times: list[datetime] = []
-    for name, number, line in _lines(files):
-        batch.lines += 1
-        entry, why = _entry(line)
-        moment = _when(entry) if entry is not None else None
-        if entry is None or moment is None:
-            batch.bad_lines += 1
-            if len(batch.bad_examples) < BAD_EXAMPLES:
-                batch.bad_examples.append(f"{name}:{number}: {why or 'bad time'}")
-            continue
-        if since is not None and moment < since:
-            continue
-        times.append(moment)
-        n = len(entry["inputs"])
-        rows.extend(entry["inputs"])
-        cols["out"].extend(entry["outputs"])
-        cols["rid"].extend([str(entry.get(REQUEST_ID, ""))] * n)
-        cols["row"].extend(range(n))
-        cols["ver"].extend([str(entry.get("model_version", ""))] * n)
-    batch.frame = pd.DataFrame.from_records(rows) if rows else pd.DataFrame()
-    batch.predictions = pd.Series(cols["out"], name="prediction")
-    batch.keys = pd.DataFrame({REQUEST_ID: cols["rid"], ROW: cols["row"]})
-    batch.versions = pd.Series(cols["ver"], dtype=str)
-    if times:
-        batch.first_time = min(times).isoformat()
-        batch.last_time = max(times).isoformat()
+    frames = [p.frame for p in pieces if len(p.frame)]
+    if frames:
+        batch.frame = pd.concat(frames, ignore_index=True)
+    kept = [p for p in pieces if len(p.frame)]
+    batch.predictions = (
+        pd.concat([p.predictions for p in kept], ignore_index=True)
+        if (kept)
+        else pd.Series(dtype=object)
+    )
+    join = np.concatenate
+    batch.keys = pd.DataFrame(
+        {
+            REQUEST_ID: join([p.request_ids for p in kept]) if kept else [],
+            ROW: join([p.rows for p in kept]) if kept else [],
+        }
+    )
+    batch.versions = pd.Series(
+        join([p.versions for p in kept]) if kept else [], dtype=str
+    )
+    firsts = [p.first for p in pieces if p.first is not None]
+    lasts = [p.last for p in pieces if p.last is not None]
+    batch.first_time = min(firsts).isoformat() if firsts else None
+    batch.last_time = max(lasts).isoformat() if lasts else None
     return batch
 
 
