@@ -343,3 +343,30 @@ def test_exit_codes_and_outputs_through_the_cli(
 
     missing = mlops("monitor", "--current", "nope.csv", cwd=root, check=False)
     assert missing.returncode == 1 and "nope.csv: no such file" in missing.stderr
+
+
+def test_the_fast_and_the_line_reader_give_the_same_rows(tmp_path: Path) -> None:
+    from stages.monitor import logread
+
+    write_log(tmp_path, points(300, 5), bad=False)
+    path = tmp_path / "predictions-a-1.jsonl.1"
+    since = datetime(2026, 12, 1, 10, 30, tzinfo=UTC)
+    fast, slow = logread._read_arrow(path, since), logread._read_lines(path, since)
+    assert fast is not None and 0 < len(fast.frame) < 150
+    pd.testing.assert_frame_equal(fast.frame, slow.frame)
+    assert fast.predictions.tolist() == slow.predictions.tolist()
+    assert fast.request_ids.tolist() == slow.request_ids.tolist()
+    assert fast.rows.tolist() == slow.rows.tolist()
+    assert (fast.first, fast.last, fast.lines) == (slow.first, slow.last, slow.lines)
+    (tmp_path / "cut.jsonl").write_bytes(path.read_bytes() + b'{"inputs": [')
+    assert logread._read_arrow(tmp_path / "cut.jsonl", None) is None
+
+
+def test_a_source_under_data_is_read_with_ingests_readers(tmp_path: Path) -> None:
+    frame = points(120, 6).assign(request_id=[f"r{i}" for i in range(120)])
+    frame.to_parquet(tmp_path / "recent.parquet")
+    batch = cur.read_source("recent", {"path": str(tmp_path / "recent.parquet")})
+    assert batch.source == "data source 'recent'" and len(batch.frame) == 120
+    assert batch.keys is not None and batch.keys["row"].eq(0).all()
+    with pytest.raises(common.StageError, match="not found"):
+        cur.read_source("gone", {"path": str(tmp_path / "gone.csv")})
