@@ -168,6 +168,22 @@ def label_check(
     return score, labels.live_metrics(task, labelled, params.get("gates") or [])
 
 
+def load_reference(
+    params: Mapping[str, Any], client: Any, root: Path
+) -> tuple[dict[str, Any], Any, pd.DataFrame | None, list[str]]:
+    """What monitor.json says about the reference, its identity, its split, and
+    why there is none (then the split is None)."""
+    found: dict[str, Any] = {"rows": None, "source": None}
+    try:
+        ident = ref_mod.identity(client, params)
+        found.update(ident.to_dict())
+        ref, found["source"] = ref_mod.load_split(root, ident)
+    except ref_mod.Missing as e:
+        return found, None, None, [f"reference: {e}"]
+    found["rows"] = len(ref)
+    return found, ident, ref, []
+
+
 def check(
     params: Mapping[str, Any],
     settings: Mapping[str, Any],
@@ -177,46 +193,33 @@ def check(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Compare; return monitor.json's content and what the report needs."""
     limits = thresholds(settings)
-    found: dict[str, Any] = {"rows": None, "source": None}
-    problems: list[str] = []
+    found, ident, ref, problems = load_reference(params, client, root)
     scores: list[Score] = []
-    extra: dict[str, Any] = {
-        "prediction": None,
-        "label": None,
-        "live": None,
-        "notes": [],
-    }
+    extra: dict[str, Any] = {"prediction": None, "label": None, "live": None}
+    extra["notes"] = []
     frames: dict[str, Any] = {}
-    try:
-        ident = ref_mod.identity(client, params)
-        found.update(ident.to_dict())
-        ref, found["source"] = ref_mod.load_split(root, ident)
-        found["rows"] = len(ref)
-    except ref_mod.Missing as e:
-        problems = [f"reference: {e}"]
-    if not problems:
+    if ref is not None:
         features = ref.drop(columns=[common.project(params)["target"]], errors="ignore")
         problems, scores = drift.check_features(features, batch.frame, limits)
-    judged_scores = list(scores)
-    if not problems:
+    judged = list(scores)
+    if ref is not None and not problems:
         pred, notes, both = prediction_score(params, ident, features, batch, limits)
         label, live = label_check(
             params, settings, ref, batch, predictions=both, limits=limits
         )
+        label_dict = label.to_dict() if label else None
         extra.update(
-            prediction=pred.to_dict(),
-            notes=notes,
-            live=live,
-            label=label.to_dict() if label else None,
+            prediction=pred.to_dict(), notes=notes, live=live, label=label_dict
         )
-        judged_scores.append(pred)
+        judged.append(pred)
         frames = {
             "reference": features,
             "current": batch.frame[list(features.columns)],
             "predictions": both,
             "classes": _classes(params, ref),
         }
-    verdict, reasons = _verdict(problems, judged_scores, extra)
+    verdict, reasons = _verdict(problems, judged, extra)
+    limits_out = {"default": limits.default, "min_rows": limits.min_rows}
     result = {
         "verdict": verdict,
         "exit_code": EXIT_CODES[verdict],
@@ -224,11 +227,7 @@ def check(
         "checked_at": datetime.now(UTC).isoformat(),
         "reference": found,
         "current": batch.summary(),
-        "thresholds": {
-            "default": limits.default,
-            "min_rows": limits.min_rows,
-            "features": dict(limits.features),
-        },
+        "thresholds": {**limits_out, "features": dict(limits.features)},
         "features": [s.to_dict() for s in scores],
         **extra,
     }
