@@ -161,9 +161,29 @@ def cmd_gates(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from runner import release
+    from runner import gitops, release
 
-    return release.run_module(_root(args), "promote", [])
+    spec = _load(args)
+    code = release.run_module(_root(args), "promote", [])
+    return code or gitops.sync(_root(args), spec, say)
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from runner import gitops, release
+
+    spec = _load(args)
+    argv = ["--to", args.to] if args.to else []
+    code = release.run_module(_root(args), "rollback", argv)
+    return code or gitops.sync(_root(args), spec, say)
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    from runner import gitops
+
+    spec = _load(args)
+    if args.check:
+        return gitops.check(_root(args), spec, say)
+    return gitops.sync(_root(args), spec, say, commit=args.commit)
 
 
 def cmd_history(args: argparse.Namespace) -> int:
@@ -221,6 +241,16 @@ def parser() -> argparse.ArgumentParser:
         ),
         ("submit", "send the pipeline to an Argo Server and start a run", cmd_submit),
         ("promote", "gate the candidate model and move production to it", cmd_promote),
+        (
+            "rollback",
+            "move production back to the version before (or --to VERSION)",
+            cmd_rollback,
+        ),
+        (
+            "release",
+            "write deploy/<environment>/ for the production model (git names it)",
+            cmd_release,
+        ),
         ("history", "list promotions, or which model served at a date", cmd_history),
         ("serve", "serve the production model over HTTP until stopped", cmd_serve),
         ("deploy", "serve the production model and smoke-test it", cmd_deploy),
@@ -258,6 +288,19 @@ def parser() -> argparse.ArgumentParser:
                 action="store_true",
                 help="restore stages from the DVC remote's run-cache and pull missing "
                 "outputs instead of recomputing them (what CI runs)",
+            )
+        if name == "rollback":
+            c.add_argument(
+                "--to", metavar="VERSION", help="the version to serve again "
+                "(default: the one production held before the current one)",
+            )  # fmt: skip
+        if name == "release":
+            c.add_argument(
+                "--check", action="store_true",
+                help="write nothing; exit 1 if deploy/ and the registry disagree",
+            )  # fmt: skip
+            c.add_argument(
+                "--commit", action="store_true", help="git commit what changed"
             )
         if name == "push":
             c.add_argument(
