@@ -201,6 +201,7 @@ def check(
     if ref is not None:
         features = ref.drop(columns=[common.project(params)["target"]], errors="ignore")
         problems, scores = drift.check_features(features, batch.frame, limits)
+        extra["notes"] += _unknown_overrides(limits, features)
     judged = list(scores)
     if ref is not None and not problems:
         pred, notes, both = prediction_score(params, ident, features, batch, limits)
@@ -208,9 +209,8 @@ def check(
             params, settings, ref, batch, predictions=both, limits=limits
         )
         label_dict = label.to_dict() if label else None
-        extra.update(
-            prediction=pred.to_dict(), notes=notes, live=live, label=label_dict
-        )
+        extra.update(prediction=pred.to_dict(), live=live, label=label_dict)
+        extra["notes"] += notes
         judged.append(pred)
         frames = {
             "reference": features,
@@ -232,6 +232,14 @@ def check(
         **extra,
     }
     return result, frames
+
+
+def _unknown_overrides(limits: drift.Thresholds, features: pd.DataFrame) -> list[str]:
+    unknown = sorted(set(limits.features) - {str(c) for c in features.columns})
+    if not unknown:
+        return []
+    names = ", ".join(unknown)
+    return [f"monitoring.features names columns the model was not trained on: {names}"]
 
 
 def _classes(params: Mapping[str, Any], ref: pd.DataFrame) -> list[Any] | None:
