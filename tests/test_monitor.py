@@ -9,6 +9,7 @@ still be version 1's train split, fetched from the remote.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import sys
@@ -316,6 +317,9 @@ def test_the_reference_is_the_production_versions_split_from_the_remote(
     assert (code, result["verdict"]) == (EXIT_CODES[NO_DRIFT], NO_DRIFT)
     assert result["current"]["rows"] == 400 and result["current"]["bad_lines"] == 3  # type: ignore[index]
     assert result["prediction"]["score"] is not None  # type: ignore[index]
+    assert "not trained on: weight" in str(result["notes"])
+    noise = next(f for f in result["features"] if f["name"] == "noise")  # type: ignore[attr-defined, index]
+    assert noise["threshold"] == 0.5
     assert not (root / ".mlops" / "monitor" / outputs.REPORT_FILE).exists()
 
 
@@ -370,3 +374,32 @@ def test_a_source_under_data_is_read_with_ingests_readers(tmp_path: Path) -> Non
     assert batch.keys is not None and batch.keys["row"].eq(0).all()
     with pytest.raises(common.StageError, match="not found"):
         cur.read_source("gone", {"path": str(tmp_path / "gone.csv")})
+
+
+def test_the_reader_reads_what_the_servers_log_writes(tmp_path: Path) -> None:
+    """stages.serving.predlog's own writer, rotating after about 4 KB."""
+    from stages.serving.inputs import Column
+    from stages.serving.predlog import PredictionLog
+
+    frame = features(points(200, 8))
+    columns = [Column("x", "double"), Column("size", "double"),
+               Column("colour", "string"), Column("noise", "double")]  # fmt: skip
+    log = PredictionLog(tmp_path, sample=1, max_bytes=4096, backups=50, seed=0,
+                        columns=columns, model="tiny", version="1",
+                        predictor="sklearn")  # fmt: skip
+    frame.loc[3, "x"] = np.nan
+
+    async def serve() -> None:  # the log batches its writes on the event loop
+        for i in range(0, 200, 4):
+            chunk = frame.iloc[i : i + 4]
+            arrays = [chunk[c.name].to_numpy() for c in columns]
+            log.write(f"r{i}", datetime.now(UTC), arrays, [0, 1, 0, 1])
+        log.close()
+
+    asyncio.run(serve())
+    batch = cur.read_log(tmp_path)
+    assert len(batch.files) > 2 and batch.bad_lines == 0
+    order = ["noise", "size", "colour"]
+    got = batch.frame.sort_values(order).reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, frame.sort_values(order).reset_index(drop=True))
+    assert batch.predictions is not None and batch.predictions.sum() == 100
