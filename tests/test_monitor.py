@@ -306,8 +306,14 @@ def test_the_reference_is_the_production_versions_split_from_the_remote(
     trained: dict[str, object],
 ) -> None:
     root = Path(str(trained["root"]))
-    # The prediction log of version 1's server, from version 1's distribution.
-    write_log(root / ".mlops" / "predictions", points(400, 2))
+    # The prediction log of version 1's server, from version 1's distribution,
+    # and the true labels of its rows (requests r0, r2, ... of two rows first).
+    logged = points(400, 2)
+    write_log(root / ".mlops" / "predictions", logged)
+    ids = [f"r{i - i % 2}" if i < 200 else f"r{i}" for i in range(400)]
+    rows = [i % 2 if i < 200 else 0 for i in range(400)]
+    answers = pd.DataFrame({"request_id": ids, "row": rows, "label": logged["label"]})
+    answers.to_csv(root / "data" / "answers.csv", index=False)
     code, result = _monitor(root, "--no-report")
     ref = result["reference"]
     assert isinstance(ref, dict)
@@ -318,6 +324,10 @@ def test_the_reference_is_the_production_versions_split_from_the_remote(
     assert result["current"]["rows"] == 400 and result["current"]["bad_lines"] == 3  # type: ignore[index]
     assert result["prediction"]["score"] is not None  # type: ignore[index]
     assert "not trained on: weight" in str(result["notes"])
+    live, label = result["live"], result["label"]
+    assert live["rows"] == 400 and label["score"] < 0.2  # type: ignore[index]
+    truth = logged["x"].gt(0).astype(int).eq(logged["label"]).mean()
+    assert live["metrics"]["accuracy"] == pytest.approx(truth)  # type: ignore[index]
     noise = next(f for f in result["features"] if f["name"] == "noise")  # type: ignore[attr-defined, index]
     assert noise["threshold"] == 0.5
     assert not (root / ".mlops" / "monitor" / outputs.REPORT_FILE).exists()
@@ -403,3 +413,21 @@ def test_the_reader_reads_what_the_servers_log_writes(tmp_path: Path) -> None:
     got = batch.frame.sort_values(order).reset_index(drop=True)
     pd.testing.assert_frame_equal(got, frame.sort_values(order).reset_index(drop=True))
     assert batch.predictions is not None and batch.predictions.sum() == 100
+
+
+def test_labels_that_have_not_arrived_are_a_note_not_a_failure(tmp_path: Path) -> None:
+    from stages.monitor import cli
+
+    params = {"project": {"task": "classification", "target": "label"}}
+    settings = {
+        "labels": {"name": "answers", "source": {"path": str(tmp_path / "no.csv")}}
+    }
+    write_log(tmp_path, points(300, 5), bad=False)
+    batch = cur.read_log(tmp_path)
+    score, live = cli.label_check(
+        params, settings, points(300, 1), batch, predictions=None, limits=LIMITS
+    )
+    assert score is None and live is not None and "not found" in live["problem"]
+    result = {"verdict": NO_DRIFT, "reasons": [], "features": [], "live": live,
+              "reference": {}, "current": {"rows": 300}}  # fmt: skip
+    assert "Labels could not be used: data file" in outputs.markdown(result)

@@ -151,10 +151,13 @@ def label_check(
             {"label": batch.frame[target].to_numpy(), "prediction": all_pred.to_numpy()}
         )
     elif settings.get("labels") and batch.keys is not None and all_pred is not None:
-        source = cur_mod.read_source(
-            settings["labels"]["name"], settings["labels"]["source"]
-        )
-        labelled = labels.join(batch.keys, all_pred, source.frame, target)
+        try:  # labels arrive late, or not yet: that is no reason to fail the check
+            source = cur_mod.read_source(
+                settings["labels"]["name"], settings["labels"]["source"]
+            )
+            labelled = labels.join(batch.keys, all_pred, source.frame, target)
+        except common.StageError as e:
+            return None, {"rows": 0, "metrics": {}, "gates": [], "problem": str(e)}
     else:
         return None, None
     score = drift.score_column(

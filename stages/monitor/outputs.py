@@ -97,6 +97,8 @@ def markdown(result: Mapping[str, Any]) -> str:
 
 
 def _live_lines(live: Mapping[str, Any]) -> list[str]:
+    if live.get("problem"):
+        return ["", f"Labels could not be used: {live['problem']}."]
     if not live.get("metrics"):
         return []
     out = ["", f"Live metrics on {live['rows']} labelled rows:", ""]
