@@ -137,6 +137,7 @@ def monitor_args(args: argparse.Namespace, spec: Any) -> list[str]:
     resolved as ``--settings`` JSON (the schema's defaults, the sources it
     names, the prediction log's folder), since params.yaml holds none of it."""
     import json
+    import os
 
     from runner.spec import nested_defaults
 
@@ -160,8 +161,11 @@ def monitor_args(args: argparse.Namespace, spec: Any) -> list[str]:
         "current": source("current"),
         "labels": source("labels"),
     }
-    out = ["--settings", json.dumps(settings, sort_keys=True), "--output", args.output]
-    for flag, value in (("--current", args.current), ("--since", args.since)):
+    # The module runs in the spec's folder: paths the user typed are from here.
+    output = os.path.abspath(args.output)
+    current = os.path.abspath(args.current) if args.current else None
+    out = ["--settings", json.dumps(settings, sort_keys=True), "--output", output]
+    for flag, value in (("--current", current), ("--since", args.since)):
         out += [flag, value] if value else []
     return out + ["--no-report"] * bool(args.no_report)
 
