@@ -199,7 +199,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     spec = _load(args)
     argv = release.serve_args(args, spec.deploy, os.environ)
-    return release.run_module(_root(args), "serving", argv)
+    return release.run_module(
+        _root(args), "serving", argv + release.params_args(spec)
+    )
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:

@@ -124,6 +124,19 @@ def serve_args(
     return out + (["--version", str(version)] if version else [])
 
 
+def params_args(spec: Any) -> list[str]:
+    """``--params``: what ``params.yaml`` would hold, for ``python -m stages.serving``.
+
+    A serving pod has the spec but no compiled ``params.yaml`` (and a
+    read-only checkout to write one in), so the runner hands it over.
+    """
+    import json
+
+    from runner import plan as planner
+
+    return ["--params", json.dumps(planner.build(spec).params, sort_keys=True)]
+
+
 def deploy_args(
     args: argparse.Namespace, deploy: Mapping[str, Any], env: Mapping[str, str]
 ) -> list[str]:

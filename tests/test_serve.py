@@ -569,12 +569,19 @@ def test_sigterm_finishes_the_request_in_flight_then_exits_0(
     assert server.proc.wait(timeout=30) == 0
 
 
-def test_a_version_without_production_or_a_missing_one_is_an_error(repo: Path) -> None:
-    proc = run(
-        [sys.executable, "-m", "runner.cli", "serve", "--version", "99",
-         "--port", str(_free_port())],
-        cwd=repo, check=False,
-    )  # fmt: skip
+def test_an_unknown_version_is_an_error_even_without_params_yaml(repo: Path) -> None:
+    # A serving pod has mlops.yaml but no compiled params.yaml: the CLI hands
+    # the params over, so the error is about the version, not the file.
+    params = repo / "params.yaml"
+    params.rename(repo / "params.yaml.away")
+    try:
+        proc = run(
+            [sys.executable, "-m", "runner.cli", "serve", "--version", "99",
+             "--port", str(_free_port())],
+            cwd=repo, check=False,
+        )  # fmt: skip
+    finally:
+        (repo / "params.yaml.away").rename(params)
     assert proc.returncode == 1
     assert "cancer-classifier has no version 99 in the registry" in proc.stderr
 

@@ -10,6 +10,7 @@ process replaces itself (``exec``, same pid, so signals still reach it) with
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Mapping
@@ -72,7 +73,7 @@ def prepare(
     from stages import deploy
     from stages.serving import fetch
 
-    served, model = fetch.prepare(params, args.version)
+    served, model = fetch.prepare(params, args.version, fetch.cache_dir())
     deploy.port_free(args.host, args.port)
     return server_config(served, args, int(common.project(params)["seed"])), model
 
@@ -84,10 +85,13 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(prog="python -m stages.serving")
     ap.add_argument("--version", help="serve this version instead of production")
+    ap.add_argument(
+        "--params", help="params.yaml's content as JSON (else the file is read)"
+    )
     add_server_flags(ap)
     args = ap.parse_args(argv)
     try:
-        params = common.load_params()
+        params = json.loads(args.params) if args.params else common.load_params()
         config, _ = prepare(params, args)
     except common.StageError as e:
         common.warn(KIND, str(e))

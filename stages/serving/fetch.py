@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -40,7 +41,20 @@ from stages.register import (
 from stages.serving.inputs import Column, signature_columns
 
 CACHE = Path(".mlops/serving")
+# Where the cache goes when the checkout is read-only (a serving pod's image).
+FALLBACK_CACHE = "mlops-serving"
 _NUMERIC_ONNX = ("tensor(float)", "tensor(double)", "tensor(int64)", "tensor(int32)")
+
+
+def cache_dir(preferred: Path = CACHE) -> Path:
+    """The download cache: ``.mlops/serving``, or a temporary folder if read-only."""
+    try:
+        preferred.mkdir(parents=True, exist_ok=True)
+        if os.access(preferred, os.W_OK):
+            return preferred
+    except OSError:
+        pass
+    return Path(tempfile.gettempdir()) / FALLBACK_CACHE
 
 
 def sha256(path: Path) -> str:

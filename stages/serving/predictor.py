@@ -100,7 +100,8 @@ class OnnxPredictor:
         if self.labels is None:
             return out.reshape(len(out), -1)[:, 0].astype(np.float64).tolist()
         labels = self.labels
-        return [labels[str(v)] for v in out.tolist()]
+        # A label the classes do not name (a converter's own dtype) passes as is.
+        return [labels.get(str(v), v) for v in out.tolist()]
 
 
 class SklearnPredictor:
