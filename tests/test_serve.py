@@ -299,6 +299,8 @@ def _bad_requests(rows: Any) -> list[tuple[str, bytes, str, str]]:
     wrong = json.loads(json.dumps(split))
     wrong["data"][0][3] = "large"
     csv_bad = one.to_csv(index=False).replace("mean texture", "mean textur", 1)
+    infinite = json.loads(json.dumps(split))
+    infinite["data"][0][0] = math.inf  # JSON's Infinity, which MLflow reads too
     return [
         ("missing column", json.dumps({"dataframe_records": missing}).encode(),
          "application/json", "missing column(s) 'mean area'"),
@@ -321,6 +323,9 @@ def _bad_requests(rows: Any) -> list[tuple[str, bytes, str, str]]:
         ("no format key", b'{"rows": []}', "application/json", "exactly one of"),
         ("not UTF-8 charset", _split(one), "application/json; charset=latin-1",
          "only UTF-8"),
+        # The right type, but the scikit-learn pipeline refuses it.
+        ("infinite value", json.dumps({"dataframe_split": infinite}).encode(),
+         "application/json", "the model cannot predict these rows: Input X contains infinity"),
     ]  # fmt: skip
 
 
@@ -646,7 +651,7 @@ def test_parse_reads_every_format_into_signature_order() -> None:
     for parsed in got:
         assert parsed[1:] == want[1:]
         assert parsed[0][0] == 1.5 and math.isnan(parsed[0][1])
-    csv = b"city,x,n,flag\nOslo,1.5,2,true\n,,3,false\n"
+    csv = "\ufeffcity,x,n,flag\nOslo,1.5,2,true\n,,3,false\n".encode()
     parsed = [a.tolist() for a in inputs.parse("text/csv", csv, COLUMNS)]
     assert parsed[1:] == want[1:] and parsed[0][0] == 1.5
 

@@ -260,10 +260,17 @@ class App:
             values = inputs.parse(kind, data, self.columns)
         except inputs.BadRequest as e:
             raise HttpError(400, "BAD_REQUEST", str(e)) from e
-        if model.blocking:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(None, model.predict, values), values
-        return model.predict(values), values
+        try:
+            if model.blocking:
+                loop = asyncio.get_running_loop()
+                return await loop.run_in_executor(None, model.predict, values), values
+            return model.predict(values), values
+        except ValueError as e:
+            # Rows of the right types the model still refuses (an unseen
+            # category, say): the request's fault, as MLflow answers it.
+            raise HttpError(
+                400, "BAD_REQUEST", f"the model cannot predict these rows: {e}"
+            ) from e
 
     async def invocations(self, scope: Scope, receive: Receive, send: Send) -> None:
         """``POST /invocations``: predictions in MLflow's response shape."""

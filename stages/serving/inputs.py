@@ -266,7 +266,7 @@ def _csv_value(column: Column, text: str, row: int) -> Any:
 def from_csv(body: bytes, columns: Sequence[Column]) -> list[np.ndarray]:
     """A ``text/csv`` body: a header row naming the columns, then the rows."""
     try:
-        text = body.decode("utf-8")
+        text = body.decode("utf-8").removeprefix("\ufeff")  # a spreadsheet's BOM
     except UnicodeDecodeError as e:
         raise BadRequest(f"the body is not UTF-8: byte {e.start} ({e.reason})") from e
     try:
