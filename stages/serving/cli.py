@@ -61,9 +61,7 @@ def server_command() -> list[str]:
 
 def server_env(config: Mapping[str, Any]) -> dict[str, str]:
     """This environment plus the server's configuration."""
-    from stages.serving import fetch
-
-    return {**os.environ, CONFIG_ENV: fetch.dumps(config)}
+    return {**os.environ, CONFIG_ENV: json.dumps(config, sort_keys=True)}
 
 
 def prepare(

@@ -18,7 +18,6 @@ the scikit-learn pipeline serves, and ``/version`` says why.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -240,8 +239,3 @@ def describe(served: Mapping[str, Any]) -> str:
     how = "onnxruntime (verified ONNX)" if served["onnx"] else (
         f"scikit-learn ({status.get('why')})")  # fmt: skip
     return f"{served['model']} version {served['version']}, predicting with {how}"
-
-
-def dumps(served: Mapping[str, Any]) -> str:
-    """The server's configuration, as the environment variable carries it."""
-    return json.dumps(served, sort_keys=True)
