@@ -148,6 +148,8 @@ def _declared_paths(spec: Spec) -> Iterator[tuple[tuple[str | int, ...], str, bo
     for name, source in spec.data.items():
         if "path" in source:
             yield ("data", name, "path"), source["path"], False
+        for i, p in enumerate(source.get("append", ())):
+            yield ("data", name, "append", i), p, False
 
 
 def paths_stay_inside(spec: Spec, doc: Document) -> Iterator[Problem]:

@@ -87,6 +87,8 @@ def _builtin_files(
         params.append(f"data.{stage.settings['source']}")
         if "path" in source:
             deps.append(source["path"])
+        # Appended files are read like the source: a change to one re-ingests.
+        deps.extend(source.get("append", ()))
     if uses == "evaluate":
         params.append("gates")
     if uses in ("evaluate", "register"):

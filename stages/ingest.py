@@ -1,7 +1,9 @@
 """Ingest: snapshot a data source as Parquet so DVC can track its content.
 
 Sources (under ``data:`` in the spec): a local file (CSV, Parquet, JSON), an
-http(s) URL, a SQL query through SQLAlchemy, or a scikit-learn bundled data set.
+http(s) URL, a SQL query through SQLAlchemy, or a scikit-learn bundled data set;
+then the rows of the files its ``append:`` list names (what ``mlops retrain``
+adds when production data drifted).
 """
 
 from __future__ import annotations
@@ -109,6 +111,35 @@ def load_source(source: Mapping[str, Any]) -> pd.DataFrame:
     raise common.StageError("a data source needs one of: path, url, sql, sklearn")
 
 
+def read_appended(path: str, fmt: str | None = None) -> pd.DataFrame:
+    """One file of a source's ``append:`` list (a path in the repository)."""
+    if not Path(path).is_file():
+        raise common.StageError(f"appended data file {path} not found")
+    return read_file(path, detect_format(path, fmt))
+
+
+def append_rows(
+    df: pd.DataFrame, extra: Sequence[tuple[str, pd.DataFrame]]
+) -> pd.DataFrame:
+    """The source's rows, then each appended file's, in the source's columns.
+
+    An appended file must hold every column of the source (extra columns are
+    dropped): a missing one would become nulls that train on silently.
+    """
+    if not extra:
+        return df
+    pieces = [df]
+    for name, more in extra:
+        missing = [c for c in df.columns if c not in more.columns]
+        if missing:
+            raise common.StageError(
+                f"appended file {name} lacks the source's columns "
+                f"{', '.join(map(repr, missing[:10]))}"
+            )
+        pieces.append(more.loc[:, list(df.columns)].astype(df.dtypes.to_dict()))
+    return pd.concat(pieces, ignore_index=True)
+
+
 def select_columns(df: pd.DataFrame, columns: Sequence[str] | None) -> pd.DataFrame:
     """Keep only ``columns`` (in that order) when given."""
     if not columns:
@@ -131,18 +162,25 @@ def _run(params: dict[str, Any], stage_id: str, spec: dict[str, Any]) -> int:
             f"({', '.join(sorted(sources)) or 'none defined'})"
         )
     start = time.perf_counter()
+    source = sources[name] or {}
+    columns = settings.get("columns")
     try:
-        df = load_source(sources[name] or {})
+        df = select_columns(load_source(source), columns)
+        extra = [
+            (path, select_columns(read_appended(path), columns))
+            for path in source.get("append") or ()
+        ]
+        df = append_rows(df, extra)
     except common.StageError:
         raise
     except Exception as e:  # readers raise many types; report them as one line
         raise common.StageError(f"cannot read source {name!r}: {e}") from e
-    df = select_columns(df, settings.get("columns"))
     out = common.need(spec, "outputs", "data")
     common.write_parquet(df, out)
+    appended = f" ({sum(len(e) for _, e in extra)} appended)" if extra else ""
     common.say(
         KIND,
-        f"read {len(df)} rows x {df.shape[1]} columns from {name!r} "
+        f"read {len(df)} rows{appended} x {df.shape[1]} columns from {name!r} "
         f"in {time.perf_counter() - start:.1f}s -> {out}",
     )
     return 0
