@@ -221,6 +221,39 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     return release.run_module(_root(args), "monitor", argv)
 
 
+def cmd_retrain(args: argparse.Namespace) -> int:
+    import os
+    from datetime import UTC, datetime
+
+    from runner import release
+    from runner import retrain as retrainer
+
+    spec = _load(args)
+    root = _root(args)
+    monitor = argparse.Namespace(
+        output=args.monitor, current=None, since=None, no_report=True
+    )
+    settings = release.monitor_args(monitor, spec)[:2]  # --settings JSON
+
+    def rows(dest: Path) -> int:
+        return release.run_module(
+            root, "retrain", [*settings, "--output", str(dest.resolve())]
+        )
+
+    retrainer.run(
+        root,
+        Path(args.file),
+        rows,
+        date=args.date or datetime.now(UTC).date().isoformat(),
+        monitor_dir=Path(args.monitor),
+        source=args.source,
+        branch=args.branch,
+        env=os.environ,
+        say=say,
+    )
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mlops",
@@ -263,6 +296,12 @@ def parser() -> argparse.ArgumentParser:
             "check current data for drift from the production model's training "
             "data (exit 0 no drift, 3 drift, 4 could not check)",
             cmd_monitor,
+        ),
+        (
+            "retrain",
+            "after drift: add the labelled current rows to the training source "
+            "and commit (the retraining pull request's change)",
+            cmd_retrain,
         ),
     ]
     for name, help_text, func in commands:
@@ -321,6 +360,8 @@ def parser() -> argparse.ArgumentParser:
             )
         if name == "monitor":
             _monitor_flags(c)
+        if name == "retrain":
+            _retrain_flags(c)
         if name == "submit":
             c.add_argument(
                 "--dry-run",
@@ -355,6 +396,21 @@ def _monitor_flags(c: argparse.ArgumentParser) -> None:
     c.add_argument(
         "--no-report", action="store_true", help="skip the deepchecks HTML report"
     )
+
+
+def _retrain_flags(c: argparse.ArgumentParser) -> None:
+    c.add_argument(
+        "--monitor", default=".mlops/monitor", metavar="DIR",
+        help="the drift check's outputs (default: .mlops/monitor)",
+    )  # fmt: skip
+    c.add_argument(
+        "--source", help="the data source to add the rows to (default: ingest's)"
+    )
+    c.add_argument(
+        "--branch", help="name of the retraining branch, e.g. an open pull "
+        "request's (default: mlops/retrain-<UTC date>)",
+    )  # fmt: skip
+    c.add_argument("--date", help="UTC date in file and branch names (default: today)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
