@@ -331,3 +331,21 @@ def test_checkov_argo_checks_pass(case: str, tmp_path: Path) -> None:
         for check in ("CKV_ARGO_1", "CKV_ARGO_2")
         for name in ("workflow-template.yaml", "workflow.yaml")
     }
+
+
+def test_the_cron_monitor_has_the_limits_and_remote_of_every_template() -> None:
+    text = _spec_text({"prep": {"run": "python prep.py", "outs": ["out/prep"]}})
+    manifests = argo.compile_plan(planner.build(specs.parse(text + SETTINGS)))
+    cron = manifests[argo.CRON_FILE]["spec"]["workflowSpec"]
+    [monitor] = cron["templates"]
+    container = monitor["container"]
+    assert container["resources"] == {
+        "requests": {"cpu": "2", "memory": "4Gi"},
+        "limits": {"cpu": "2", "memory": "4Gi"},
+    }
+    script = container["args"][0].splitlines()
+    # The step's exit code is monitor's: only "no drift" (0) succeeds.
+    assert script[-1] == "mlops monitor"
+    assert script[-2] == argo.USE_REMOTE
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["MLOPS_REVISION"] == argo.DEFAULT_BRANCH_HEAD

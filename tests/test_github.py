@@ -34,7 +34,9 @@ PINNED = re.compile(r"^(?P<action>[^@\s]+)@(?P<commit>[0-9a-f]{40}) # (?P<tag>\S
 # Jobs allowed a write permission, and which ones.
 WRITERS = {
     github.PULL_REQUEST_FILE: {"run": {"pull-requests"}},
-    github.MONITOR_FILE: {"monitor": {"contents", "pull-requests"}},
+    # None: the retraining branch and pull request are pushed and opened with
+    # ci.retrain_token (a pull request opened by GITHUB_TOKEN starts no checks).
+    github.MONITOR_FILE: {"monitor": set()},
     # Commits deploy/<environment>/ to main, in the protected environment only.
     github.MAIN_FILE: {"deploy": {"contents"}},
 }
@@ -334,3 +336,50 @@ def test_writer_keeps_on_plain_and_comments_beside_values() -> None:
     ]
     with pytest.raises(ValueError, match="one line"):
         write.Commented("a\nb", "c")
+
+
+def test_monitor_opens_the_retraining_pr_on_drift_with_the_retrain_token() -> None:
+    from stages.monitor import DRIFT, EXIT_CODES
+
+    assert github.DRIFT_EXIT == EXIT_CODES[DRIFT]
+    job = _workflows("repository")[github.MONITOR_FILE]["jobs"]["monitor"]
+    assert job["permissions"] == {"contents": "read"}
+    steps = job["steps"]
+    names = [s["name"] for s in steps]
+    assert names[-3:] == [
+        "Check for drift",
+        "Upload the drift report",
+        "Open or update the retraining pull request",
+    ]
+    check, upload, pr = steps[-3:]
+    assert check["id"] == github.MONITOR_STEP
+    assert "mlops monitor --output mlops-monitor" in check["run"]
+    # Only drift is let through, as a step output; 4 and 1 fail the job.
+    assert 'if [ "$code" = 3 ]' in check["run"] and 'exit "$code"' in check["run"]
+    assert upload["if"] == "!cancelled()"
+    assert upload["with"]["path"] == github.MONITOR_DIR
+    assert pr["if"] == "steps.monitor.outputs.drift == 'true'"
+    assert pr["env"]["GH_TOKEN"] == "${{ secrets.MLOPS_RETRAIN_TOKEN }}"  # noqa: S105
+    assert pr["env"]["RETRAIN_SECRET"] == "MLOPS_RETRAIN_TOKEN"  # noqa: S105
+    assert "github.token" not in str(job)
+    script = pr["run"]
+    assert script.index('[ -z "${GH_TOKEN:-}" ]') < script.index("mlops retrain")
+    assert script.index("mlops retrain") < script.index("push --force origin")
+    assert "gh pr create --base main" in script and "gh pr edit" in script
+
+
+def test_monitor_without_retrain_fails_on_drift_and_names_no_token() -> None:
+    job = _workflows("regression-tune")[github.MONITOR_FILE]["jobs"]["monitor"]
+    runs = [s.get("run") for s in job["steps"]]
+    assert "mlops monitor --output mlops-monitor" in runs
+    assert "retrain" not in str(job) and "secrets.MLOPS_RETRAIN_TOKEN" not in str(job)
+
+
+def test_the_retrain_token_is_named_in_ci() -> None:
+    from runner import plan as planner
+
+    text = (GOLDEN / "example" / "mlops.yaml").read_text()
+    spec = specs.parse(text + "\nci:\n  retrain_token: BOT_APP_TOKEN\n")
+    files = github.compile_plan(planner.build(spec))
+    job = files[github.MONITOR_FILE]["jobs"]["monitor"]
+    assert job["steps"][-1]["env"]["GH_TOKEN"] == "${{ secrets.BOT_APP_TOKEN }}"  # noqa: S105

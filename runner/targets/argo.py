@@ -81,8 +81,9 @@ def _metadata(spec: Spec, name: str) -> dict[str, Any]:
     return {"name": name, "namespace": spec.argo["namespace"], "labels": _labels(spec)}
 
 
-def _resources(stage: PlannedStage, spec: Spec) -> dict[str, Any]:
-    own = stage.source.resources if stage.source else {}
+def _resources(stage: PlannedStage | None, spec: Spec) -> dict[str, Any]:
+    """Requests and limits: `argo.resources`, then the stage's own (if any)."""
+    own = stage.source.resources if stage and stage.source else {}
     merged = {**spec.argo.get("resources", {}), **own}
     amounts = {k: merged[k] for k in ("cpu", "memory") if k in merged}
     limits: dict[str, Any] = dict(amounts)
@@ -143,15 +144,20 @@ def checkout_script() -> list[str]:
     ]
 
 
+# The cluster's remote, whatever the committed .dvc/config says.
+USE_REMOTE = (
+    'dvc remote add --local --force --default "$MLOPS_DVC_REMOTE" '
+    '"$MLOPS_DVC_REMOTE_URL"'
+)
+
+
 def stage_script(stage: str) -> str:
     """What a task runs: the one stage, as `mlops run` would, with the remote."""
     name = shlex.quote(stage)
     return "\n".join(
         [
             *checkout_script(),
-            # The cluster's remote, whatever the committed .dvc/config says.
-            'dvc remote add --local --force --default "$MLOPS_DVC_REMOTE" '
-            '"$MLOPS_DVC_REMOTE_URL"',
+            USE_REMOTE,
             # Upstream stages are restored from the run-cache their own tasks
             # pushed (or skipped when dvc.lock already matches), never rerun.
             f"dvc repro --pull --allow-missing {name}",
@@ -164,8 +170,12 @@ def stage_script(stage: str) -> str:
 
 
 def monitor_script() -> str:
-    """What the scheduled drift check runs."""
-    return "\n".join([*checkout_script(), "mlops monitor", ""])
+    """What the scheduled drift check runs: `mlops monitor`, whose exit code is
+    the step's. Only no drift (0) succeeds: drift (3), could not check (4) and
+    a failure (1) fail the workflow, so Argo's own alerting on failed
+    workflows reports them; the retraining pull request is GitHub's to open."""
+    # monitor fetches the production model's train split from this remote.
+    return "\n".join([*checkout_script(), USE_REMOTE, "mlops monitor", ""])
 
 
 def _container(spec: Spec, script: str, env: list[dict[str, Any]]) -> dict[str, Any]:
@@ -269,6 +279,10 @@ def cron_workflow(plan: Plan) -> dict[str, Any]:
     spec = plan.spec
     env = _env(spec, {}, DEFAULT_BRANCH_HEAD)
     arguments = _arguments(spec)
+    container = _container(spec, monitor_script(), env)
+    resources = _resources(None, spec)
+    if resources:
+        container["resources"] = resources
     return {
         "apiVersion": API_VERSION,
         "kind": "CronWorkflow",
@@ -289,7 +303,7 @@ def cron_workflow(plan: Plan) -> dict[str, Any]:
                     {
                         "name": MONITOR,
                         "metadata": {"labels": {LABEL_STAGE: MONITOR}},
-                        "container": _container(spec, monitor_script(), env),
+                        "container": container,
                     }
                 ],
             },

@@ -77,6 +77,61 @@ exit 1
 """
 
 
+# The monitor workflow. A drift verdict (stages.monitor's exit code 3; a test
+# checks they agree) with retraining on is the pull request's signal, not a
+# failure; could not check (4) or a failed command (1) always fails the job.
+MONITOR_DIR = "mlops-monitor"  # not hidden: upload-artifact skips dot folders
+MONITOR_STEP = "monitor"
+DRIFT_EXIT = 3
+RETRAIN_STATE = ".mlops/retrain"  # runner.retrain.STATE_DIR
+CHECK_DRIFT = """\
+set +e
+{command}
+code=$?
+set -e
+if [ "$code" = {drift} ]; then
+  echo "drift=true" >> "$GITHUB_OUTPUT"
+  echo "drift: opening or updating the retraining pull request"
+  exit 0
+fi
+exit "$code"
+"""
+OPEN_RETRAINING_PR = """\
+set -euo pipefail
+if [ -z "${{GH_TOKEN:-}}" ]; then
+  echo "::error::drift found, but the repository secret $RETRAIN_SECRET is not set: \\
+add a fine-grained token or GitHub App token with contents and pull-requests \\
+write on this repository (README, Monitoring). A pull request opened with \\
+GITHUB_TOKEN would start no checks."
+  exit 1
+fi
+# One retraining pull request at a time: an open one is updated.
+open=$(gh pr list --state open --base {main} --json headRefName \\
+  --jq '.[].headRefName | select(startswith("mlops/retrain-"))' | head -n 1)
+if [ -n "$open" ]; then
+  mlops retrain --monitor {monitor} --branch "$open"
+else
+  mlops retrain --monitor {monitor}
+fi
+if [ "$(git rev-parse HEAD)" = "$GITHUB_SHA" ]; then
+  echo "nothing new to retrain on"
+  exit 0
+fi
+branch=$(cat {state}/branch)
+title=$(cat {state}/title)
+auth=$(printf 'x-access-token:%s' "$GH_TOKEN" | base64 | tr -d '\\n')
+# The branch is always main plus one commit, recomputed each run.
+git -c "http.extraheader=AUTHORIZATION: basic $auth" \\
+  push --force origin "HEAD:refs/heads/$branch"
+if [ -n "$open" ]; then
+  gh pr edit "$branch" --title "$title" --body-file {state}/body.md
+else
+  gh pr create --base {main} --head "$branch" --title "$title" \\
+    --body-file {state}/body.md
+fi
+"""
+
+
 def write_access(why: str) -> Commented:
     """A `write` permission, with the reason it is granted beside it."""
     return Commented("write", why)
@@ -116,14 +171,25 @@ REPOSITORY = context("github", "repository")
 TOKEN = expression(context("github", "token"))
 # Pull requests from forks get neither secrets nor a token that can write.
 SAME_REPOSITORY = equals(PR_HEAD_REPO, REPOSITORY)
+DRIFTED = context("steps", MONITOR_STEP, "outputs", "drift")
+NOT_CANCELLED = "!cancelled()"
 
 
 # -- steps -------------------------------------------------------------------
 
 
-def _uses(action: str, name: str, settings: dict[str, Any] | None = None) -> dict:
+def _uses(
+    action: str,
+    name: str,
+    settings: dict[str, Any] | None = None,
+    *,
+    when: str | None = None,
+) -> dict:
     found = pin(action)
-    step: dict[str, Any] = {"name": name, "uses": Commented(found.ref, found.tag)}
+    step: dict[str, Any] = {"name": name}
+    if when:
+        step["if"] = when
+    step["uses"] = Commented(found.ref, found.tag)
     if settings:
         step["with"] = settings
     return step
@@ -166,10 +232,6 @@ def _setup(spec: Spec) -> list[dict[str, Any]]:
     """The project installed, and DVC initialised with the spec's remote."""
     # `mlops plan` initialises DVC and its remote, then says what would run.
     return [*_install(spec), _run("Set up DVC and show the plan", "mlops plan")]
-
-
-def _pull_data() -> dict[str, Any]:
-    return _run("Pull the data from the DVC remote", "dvc pull --allow-missing")
 
 
 def _run_pipeline() -> dict[str, Any]:
@@ -323,28 +385,57 @@ def _main(spec: Spec) -> dict[str, Any]:
     )
 
 
+def _check_drift(spec: Spec, retrain: bool) -> dict[str, Any]:
+    command = f"mlops monitor --output {MONITOR_DIR}"
+    if not retrain:
+        # Drift (3), could not check (4) and a failure (1) all fail the job.
+        return _run("Check for drift", command)
+    step = _run(
+        "Check for drift", CHECK_DRIFT.format(command=command, drift=DRIFT_EXIT)
+    )
+    return {"id": MONITOR_STEP, **step}
+
+
+def _open_retraining_pr(spec: Spec) -> dict[str, Any]:
+    token = spec.ci["retrain_token"]
+    return _run(
+        "Open or update the retraining pull request",
+        OPEN_RETRAINING_PR.format(
+            main=MAIN_BRANCH, monitor=MONITOR_DIR, state=RETRAIN_STATE
+        ),
+        env={
+            # Not github.token: a pull request opened with it starts no
+            # workflow, so the retraining PR's checks would never run.
+            "GH_TOKEN": secret(token),
+            "GH_REPO": expression(REPOSITORY),
+            "RETRAIN_SECRET": token,
+            **BOT_ENV,
+        },
+        when=equals(DRIFTED, "'true'"),
+    )
+
+
 def _monitor(spec: Spec) -> dict[str, Any]:
     retrain = bool(spec.monitoring["retrain"])
-    permissions: dict[str, str] = {"contents": READ}
-    env: dict[str, str] = {}
+    steps = [
+        _checkout(),
+        # No `dvc pull`: monitor fetches the production model's train split
+        # from the remote by its hash itself, and needs no other data.
+        *_setup(spec),
+        _check_drift(spec, retrain),
+        _uses(
+            UPLOAD_ARTIFACT,
+            "Upload the drift report",
+            {"name": MONITOR_DIR, "path": MONITOR_DIR, "if-no-files-found": "warn"},
+            # After a failed check too: "could not check" says why in it.
+            when=NOT_CANCELLED,
+        ),
+    ]
     if retrain:
-        # Only this job writes: it pushes a branch and opens the retraining PR.
-        permissions = {
-            "contents": write_access("push the retraining branch"),
-            "pull-requests": write_access("open the retraining pull request"),
-        }
-        env = {"GITHUB_TOKEN": TOKEN, "GH_TOKEN": TOKEN}
-    job = _job(
-        spec,
-        "Check for drift",
-        permissions,
-        [
-            _checkout(),
-            *_setup(spec),
-            _pull_data(),
-            _run("Check for drift", "mlops monitor", env=env),
-        ],
-    )
+        steps.append(_open_retraining_pr(spec))
+    # The job's own token only reads: the retraining branch and pull request
+    # are pushed and opened with ci.retrain_token, whose PR starts checks.
+    job = _job(spec, "Check for drift", {"contents": READ}, steps)
     return _workflow(
         f"mlops: {spec.project.name} monitor",
         {
