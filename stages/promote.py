@@ -138,45 +138,16 @@ def _v(version: str | None) -> str:
     return f"version {version}" if version else "no model"
 
 
-def _gates_failed(
-    client: Any, reg: Registry, version: Any, previous: str | None, source: str
+def _refuse_as_registered(
+    client: Any, reg: Registry, version: Any, previous: str | None, reason: str
 ) -> int:
-    """This commit's version failed its gates when it was registered: refuse it."""
-    tags = dict(version.tags or {})
-    verdicts = tag_verdicts(tags)
-    failed = [
-        f"{g['metric']}.{g['rule']}" for g in verdicts["gates"] if not g["passed"]
-    ]
-    when = audit.now_utc()
-    entry = audit.build_entry(
-        when=when,
-        outcome=audit.REFUSED,
-        reason=f"version {version.version}, registered by this commit's run "
-        f"({source}), failed its gates ({', '.join(failed) or 'see its tags'})",
-        model=reg.model,
-        version=str(version.version),
-        previous=previous,
-        version_tags=tags,
-        params=_run_params(client, tags.get(TAG_RUN_ID)),
-        metrics={"candidate": tag_metrics(tags), "production": None},
-        verdicts=verdicts,
-    )
-    return _refuse(client, entry, when, f"refused: {entry['reason']}")
-
-
-def _rolled_back(
-    client: Any, reg: Registry, version: Any, previous: str | None, rollback: Any
-) -> int:
-    """Production was rolled back off this version: merging more code that
-    leaves the model unchanged must not put it back."""
+    """Refuse a version on what its tags say, without scoring it again."""
     tags = dict(version.tags or {})
     when = audit.now_utc()
     entry = audit.build_entry(
         when=when,
         outcome=audit.REFUSED,
-        reason=f"version {version.version} was rolled back from production at "
-        f"{rollback.get('time')} by {rollback.get('actor')}; a change that trains "
-        "a new version is needed to promote again",
+        reason=reason,
         model=reg.model,
         version=str(version.version),
         previous=previous,
@@ -185,7 +156,35 @@ def _rolled_back(
         metrics={"candidate": tag_metrics(tags), "production": None},
         verdicts=tag_verdicts(tags),
     )
-    return _refuse(client, entry, when, f"refused: {entry['reason']}")
+    return _refuse(client, entry, when, f"refused: {reason}")
+
+
+def _gates_failed(
+    client: Any, reg: Registry, version: Any, previous: str | None, source: str
+) -> int:
+    """This commit's version failed its gates when it was registered: refuse it."""
+    verdicts = tag_verdicts(dict(version.tags or {}))
+    failed = [
+        f"{g['metric']}.{g['rule']}" for g in verdicts["gates"] if not g["passed"]
+    ]
+    return _refuse_as_registered(
+        client, reg, version, previous,
+        f"version {version.version}, registered by this commit's run ({source}), "
+        f"failed its gates ({', '.join(failed) or 'see its tags'})",
+    )  # fmt: skip
+
+
+def _rolled_back(
+    client: Any, reg: Registry, version: Any, previous: str | None, rollback: Any
+) -> int:
+    """Production was rolled back off this version: merging more code that
+    leaves the model unchanged must not put it back."""
+    return _refuse_as_registered(
+        client, reg, version, previous,
+        f"version {version.version} was rolled back from production at "
+        f"{rollback.get('time')} by {rollback.get('actor')}; a change that trains "
+        "a new version is needed to promote again",
+    )  # fmt: skip
 
 
 def registered(params: Mapping[str, Any]) -> tuple[str, Any]:

@@ -361,7 +361,7 @@ def test_merging_it_promotes_version_2_and_deploy_runs_after(loop: Loop) -> None
     loop.production = version
     lines = log.splitlines()
     promoted = max(i for i, s in enumerate(lines) if "Success - Main Promote" in s)
-    deployed = [i for i, s in enumerate(lines) if "Success - Main Deploy the" in s]
+    deployed = [i for i, s in enumerate(lines) if "Success - Main Smoke-test the production" in s]
     assert deployed and deployed[0] > promoted
     assert _step(log, "Job succeeded", "Deploy to production")
     # Git names exactly the promoted version, for Argo CD to roll out.
@@ -415,3 +415,165 @@ def test_merging_the_worse_one_leaves_deploy_alone_and_rollback_goes_back(
     aliases, _ = _registry(loop)
     assert aliases["production"] == "1"
     run([*cli, "release", "--check"], cwd=loop.clone, env=env)
+
+
+# -- issue 10: drift on a schedule opens a retraining pull request -----------
+
+MONITOR_WORKFLOW = ".github/workflows/mlops-monitor.yml"
+GH_BIN = Path(__file__).parent / "rehearsal" / "bin"  # the `gh` recorder
+RETRAIN_TOKEN = "rehearsal-retrain-token"  # noqa: S105 - stands in for the secret
+DUMMY = "estimator: sklearn.dummy.DummyClassifier\n      params: {strategy: prior}"
+
+
+def _prediction_log(folder: Path, shift: float) -> None:
+    """What `mlops serve` logs for the bundled data set, one row a request,
+    "mean radius" moved by ``shift``; the true outcomes in data/answers.csv."""
+    from sklearn.datasets import load_breast_cancer
+
+    frame = load_breast_cancer(as_frame=True).frame
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    features = frame.drop(columns="target")
+    features["mean radius"] += shift
+    lines = [
+        json.dumps({
+            "request_id": f"r{i}", "time": f"2026-12-01T10:{i % 60:02d}:00+00:00",
+            "model": MODEL, "model_version": "1", "predictor": "sklearn",
+            "inputs": [row], "outputs": [int(frame["target"][i])],
+        })
+        for i, row in enumerate(features.to_dict("records"))
+    ]  # fmt: skip
+    (folder / "predictions-a-1.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def _monitored_main(loop: Loop, log: Path) -> None:
+    """Main as a serving team has it: monitor reads the prediction log and the
+    labels that arrived, not the example's bundled data; the forest is back."""
+    import pandas as pd
+    from sklearn.datasets import load_breast_cancer
+
+    _sync_main(loop)
+    spec = loop.clone / "mlops.yaml"
+    text = spec.read_text()
+    for old, new in (
+        ("  current: breast-cancer\n", "  labels: answers\n"),
+        ("    sklearn: breast_cancer\n",
+         "    sklearn: breast_cancer\n  answers:\n    path: data/answers.csv\n"),
+        ("  environment: production\n",
+         f"  environment: production\n  prediction_log: {{path: {log}}}\n"),
+        (DUMMY, f"{RF}\n      params:\n        n_estimators: 300\n        max_depth: 6"),
+    ):  # fmt: skip
+        assert old in text, old
+        text = text.replace(old, new)
+    spec.write_text(text)
+    target = load_breast_cancer(as_frame=True).frame["target"]
+    answers = pd.DataFrame({"request_id": [f"r{i}" for i in range(len(target))],
+                        "target": target.tolist()})  # fmt: skip
+    (loop.clone / "data").mkdir(exist_ok=True)
+    answers.to_csv(loop.clone / "data" / "answers.csv", index=False)
+    mlops("compile", cwd=loop.clone)
+    _git(loop.clone, "add", "mlops.yaml", "params.yaml", "dvc.yaml", "data/answers.csv")
+    _git(loop.clone, "commit", "-qm", "Monitor the prediction log; labels arrive")
+    _git(loop.clone, "push", "-q", "origin", "main")
+
+
+def _monitor_run(loop: Loop, name: str, monkeypatch: pytest.MonkeyPatch) -> Path:
+    # gh is preinstalled on GitHub's runners; here the recorder is first on PATH.
+    monkeypatch.setenv("PATH", f"{GH_BIN}{os.pathsep}{os.environ['PATH']}")
+    # act reads repository secrets from .secrets in the folder it runs in.
+    (loop.clone / ".secrets").write_text(f"MLOPS_RETRAIN_TOKEN={RETRAIN_TOKEN}\n")
+    try:
+        return _act(loop, name, MONITOR_WORKFLOW, "workflow_dispatch", {"inputs": {}})
+    finally:
+        (loop.clone / ".secrets").unlink()
+
+
+def _remote_branches(loop: Loop) -> list[str]:
+    out = run(["git", "--git-dir", str(loop.remote), "branch", "--format",
+               "%(refname:short)"], cwd=loop.root).stdout  # fmt: skip
+    return sorted(out.split())
+
+
+def _gh_calls(out: Path) -> list[dict]:
+    calls = (out / "gh").glob("call-*.json")
+    ordered = sorted(calls, key=lambda p: int(p.stem.split("-")[1]))
+    return [json.loads(p.read_text()) for p in ordered]
+
+
+def test_drift_in_the_prediction_log_opens_a_retraining_pull_request(
+    loop: Loop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import UTC, datetime
+
+    # The example as committed: its bundled data against version 1's split.
+    _sync_main(loop)
+    before = _remote_branches(loop)
+    quiet = _monitor_run(loop, "monitor-example", monkeypatch)
+    text = _log(quiet)
+    assert _rc(quiet) == 0, text[-6000:]
+    assert "no drift (exit 0)" in text, text[-6000:]
+    assert not _step(text, "Success - Main", "Open or update the retraining")
+    assert _remote_branches(loop) == before and not (quiet / "gh").exists()
+    assert (quiet / "artifacts" / "mlops-monitor" / "report.html").exists()
+
+    log = loop.root / "prediction-log"
+    _prediction_log(log, shift=10.0)
+    _monitored_main(loop, log)
+    out = _monitor_run(loop, "monitor-drift", monkeypatch)
+    text = _log(out)
+    assert _rc(out) == 0, text[-6000:]
+    assert _step(text, "Success - Main", "Open or update the retraining")
+    report = out / "artifacts" / "mlops-monitor"
+    result = json.loads((report / "monitor.json").read_text())
+    assert result["verdict"] == "drift"
+    assert "mean radius" in {f["name"] for f in result["features"] if f["drifted"]}
+    assert (report / "report.html").exists()
+
+    day = datetime.now(UTC).date().isoformat()
+    branch = f"mlops/retrain-{day}"
+    assert _remote_branches(loop) == sorted([*before, branch])
+    gitdir = ["git", "--git-dir", str(loop.remote)]
+    changed = run([*gitdir, "diff", "--name-only", "main", branch], cwd=loop.root)
+    rows = f"data/retrain/breast-cancer-{day}.csv"
+    assert sorted(changed.stdout.split()) == sorted(
+        [rows, "dvc.yaml", "mlops.yaml", "params.yaml"]
+    )
+    spec = run([*gitdir, "show", f"{branch}:mlops.yaml"], cwd=loop.root).stdout
+    assert f"    append:\n      - {rows}\n    sklearn: breast_cancer\n" in spec
+    assert "# The repository's own working example" in spec  # comments kept
+    labelled = run([*gitdir, "show", f"{branch}:{rows}"], cwd=loop.root).stdout
+    assert len(labelled.splitlines()) == 570  # a header and every labelled row
+
+    listed, created = _gh_calls(out)
+    assert listed["args"][:2] == ["pr", "list"]
+    assert created["args"][:6] == ["pr", "create", "--base", "main", "--head", branch]
+    assert created["token"] == RETRAIN_TOKEN and created["repo"] == REPOSITORY
+    body = (out / "gh" / created["body"]).read_text()
+    assert f"https://github.com/{REPOSITORY}/actions/runs/" in body
+    assert "artifact `mlops-monitor`" in body and "## mlops monitor: drift" in body
+
+
+def test_the_retraining_pull_request_passes_its_checks_and_its_merge_promotes(
+    loop: Loop,
+) -> None:
+    from datetime import UTC, datetime
+
+    branch = f"mlops/retrain-{datetime.now(UTC).date().isoformat()}"
+    _git(loop.clone, "fetch", "-q", "origin", branch)
+    _git(loop.clone, "checkout", "-q", "-B", branch, "FETCH_HEAD")
+    out = _act(loop, "pr-retrain", PR_WORKFLOW, "pull_request", _pull_request(loop, 3))
+    log = _log(out)
+    assert _rc(out) == 0, log[-6000:]
+    # Ingest read the source and the labelled rows; the model was retrained.
+    assert "read 1138 rows (569 appended)" in log, log[-6000:]
+    assert {"ingest", "train", "register"} <= set(_ran(log))
+    _, report = _comment(out)
+    assert _verdict(report) == "✅ **All 3 gates passed.**", report
+    _merge(loop, branch)
+    out = _act(loop, "main-retrain", MAIN_WORKFLOW, "push", _push_main(loop))
+    log = _log(out)
+    assert _rc(out) == 0, log[-6000:]
+    assert _ran(log) == [], "main recomputed what the retraining PR had run"
+    aliases, _ = _registry(loop)
+    assert aliases["production"] not in ("1", "2")
+    assert _released(loop)["version"] == aliases["production"]
