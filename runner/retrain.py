@@ -40,6 +40,7 @@ MONITOR_SUMMARY = "summary.md"
 DRIFT = "drift"  # stages.monitor.DRIFT; the runner never imports stages
 ARTIFACT = "mlops-monitor"  # the monitor workflow's artifact name
 BRANCH_NAME = re.compile(r"^mlops/retrain-[0-9A-Za-z._-]+$")
+DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 APPEND = "append"
 
 
@@ -213,6 +214,8 @@ def run(
     verdict = _verdict(monitor_dir)
     if verdict != DRIFT:
         raise RunError(f"the last drift check says {verdict!r}: nothing to retrain")
+    if not DATE.match(date):
+        raise RunError(f"--date {date!r} is not a date like 2026-12-01")
     branch = branch or f"{BRANCH_PREFIX}{date}"
     if not BRANCH_NAME.match(branch):
         raise RunError(f"--branch {branch!r} is not an mlops/retrain-… branch name")

@@ -241,6 +241,12 @@ def test_retrain_refuses_without_drift_or_with_a_strange_branch(repo: Path) -> N
     rows = pd.DataFrame({"target": [1]})
     with pytest.raises(RunError, match="not an mlops/retrain"):
         _retrain(repo, rows, branch="main")
+    with pytest.raises(RunError, match="not a date"):
+        retrain.run(
+            repo, repo / "mlops.yaml", lambda _: 0, date="../x",
+            monitor_dir=repo / "mlops-monitor", source=None, branch=None,
+            env={}, say=lambda _: None,
+        )  # fmt: skip
     (repo / "mlops-monitor" / "monitor.json").write_text('{"verdict": "no drift"}')
     with pytest.raises(RunError, match="says 'no drift': nothing to retrain"):
         _retrain(repo, rows)
