@@ -577,3 +577,19 @@ def test_the_retraining_pull_request_passes_its_checks_and_its_merge_promotes(
     aliases, _ = _registry(loop)
     assert aliases["production"] not in ("1", "2")
     assert _released(loop)["version"] == aliases["production"]
+
+
+def test_the_same_drift_the_same_day_after_the_merge_pushes_nothing(
+    loop: Loop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _sync_main(loop)
+    heads = run(["git", "--git-dir", str(loop.remote), "show-ref"], cwd=loop.root)
+    out = _monitor_run(loop, "monitor-again", monkeypatch)
+    text = _log(out)
+    assert _rc(out) == 0, text[-6000:]
+    # Still drift against the new version's split, but its rows are in main.
+    assert "drift (exit 3)" in text, text[-6000:]
+    assert "nothing new to retrain on" in text, text[-6000:]
+    after = run(["git", "--git-dir", str(loop.remote), "show-ref"], cwd=loop.root)
+    assert after.stdout == heads.stdout
+    assert [c["args"][:2] for c in _gh_calls(out)] == [["pr", "list"]]
