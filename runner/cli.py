@@ -199,9 +199,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     spec = _load(args)
     argv = release.serve_args(args, spec.deploy, os.environ)
-    return release.run_module(
-        _root(args), "serving", argv + release.params_args(spec)
-    )
+    return release.run_module(_root(args), "serving", argv + release.params_args(spec))
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
@@ -392,6 +390,11 @@ def _monitor_flags(c: argparse.ArgumentParser) -> None:
         "--since", metavar="WHEN",
         help="only prediction-log entries after WHEN: 24h, 7d, 2w or an ISO date "
         "or datetime (default: monitoring.window, else the whole log)",
+    )  # fmt: skip
+    c.add_argument(
+        "--log", metavar="DIR_OR_URL",
+        help="the prediction log's folder, or a URL fsspec reads (s3://..., "
+        "gs://...) where its files were shipped (default: deploy.prediction_log.path)",
     )  # fmt: skip
     c.add_argument(
         "--no-report", action="store_true", help="skip the deepchecks HTML report"

@@ -170,7 +170,7 @@ def monitor_args(args: argparse.Namespace, spec: Any) -> list[str]:
         "min_rows": mon["min_rows"],
         "features": mon.get("features") or {},
         "window": mon.get("window"),
-        "log_dir": log["path"],
+        "log_dir": args.log or log["path"],
         "current": source("current"),
         "labels": source("labels"),
     }

@@ -212,6 +212,28 @@ def test_a_missing_log_folder_is_an_empty_batch(tmp_path: Path) -> None:
     assert problems == ["the current data is empty"]
 
 
+def test_a_log_shipped_to_an_object_store_reads_like_the_folder(
+    tmp_path: Path,
+) -> None:
+    import fsspec
+
+    folder = tmp_path / "log"
+    write_log(folder, points(300, 5))
+    local = cur.read_log(folder)
+    store = fsspec.filesystem("memory")
+    for path in folder.iterdir():
+        store.pipe_file(f"/shipped/{path.name}", path.read_bytes())
+    for url in ("memory://shipped", folder.as_uri()):
+        batch = cur.read_log(url)
+        assert batch.source == f"prediction log {url}"
+        assert batch.files == local.files and batch.bad_lines == local.bad_lines
+        pd.testing.assert_frame_equal(batch.frame, local.frame)
+    assert len(cur.read_log("memory://nothing-shipped-yet").frame) == 0
+    # A store that cannot be read is a failure, never an empty log.
+    with pytest.raises(ValueError, match="nosuch"):
+        cur.read_log("nosuch://bucket/log")
+
+
 # --- labels and outputs ---
 
 
@@ -354,6 +376,13 @@ def test_exit_codes_and_outputs_through_the_cli(
     assert "Feature Drift" in (out / outputs.REPORT_FILE).read_text()
     assert 'feature="x"' in (out / outputs.METRICS_FILE).read_text()
     assert summary.read_text().startswith("## mlops monitor: drift")
+
+    # The prediction log read from a URL, as from a store the logs shipped to.
+    write_log(root / "shipped", points(400, 3, shift=1.0, shares=(0.1, 0.6, 0.3)))
+    url = (root / "shipped").as_uri()
+    code, result = _monitor(root, "--log", url, "--no-report")
+    assert (code, result["verdict"]) == (EXIT_CODES[DRIFT], DRIFT)
+    assert result["current"]["source"] == f"prediction log {url}"  # type: ignore[index]
 
     missing = mlops("monitor", "--current", "nope.csv", cwd=root, check=False)
     assert missing.returncode == 1 and "nope.csv: no such file" in missing.stderr

@@ -70,7 +70,7 @@ def read_current(
             settings["current"]["name"], settings["current"]["source"]
         )
     since = cur_mod.since_time(args.since or settings.get("window"), datetime.now(UTC))
-    return cur_mod.read_log(Path(settings["log_dir"]), since)
+    return cur_mod.read_log(str(settings["log_dir"]), since)
 
 
 def _predictions(

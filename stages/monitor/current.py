@@ -6,6 +6,12 @@ object a line with one ``inputs`` object and one ``outputs`` value per row. A
 line that is not such an object is counted and reported, never fatal: a
 server killed mid-write leaves half a line (:mod:`stages.monitor.logread`).
 Files and sources are read with ingest's readers.
+
+The server writes its log to a local folder; where a team ships those files
+to an object store (a sidecar, a cron job), the log's location may be any URL
+fsspec reads (``s3://``, ``gs://``, ``az://``, with the filesystem's package
+and credentials installed, as for the DVC remote): its files are copied to a
+temporary folder first and read the same way.
 """
 
 from __future__ import annotations
@@ -88,7 +94,34 @@ def log_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob(LOG_GLOB) if p.is_file())
 
 
-def read_log(folder: Path, since: datetime | None = None) -> Batch:
+def read_log(location: str | Path, since: datetime | None = None) -> Batch:
+    """Read every log file at ``location`` (a folder or an fsspec URL)."""
+    text = str(location)
+    if "://" not in text:
+        return _read_log(Path(location), since)
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="mlops-log-") as tmp:
+        batch = _read_log(fetch_log(text, Path(tmp)), since)
+    batch.source = f"prediction log {text}"
+    return batch
+
+
+def fetch_log(url: str, dest: Path) -> Path:
+    """Copy the log's files at ``url`` into ``dest``: none there is no error.
+
+    A store that cannot be listed or read (credentials, network) raises: that
+    is a failure of the check, never an empty log.
+    """
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(url)
+    for remote in sorted(fs.glob(f"{str(root).rstrip('/')}/{LOG_GLOB}")):
+        fs.get_file(remote, str(dest / Path(str(remote)).name))
+    return dest
+
+
+def _read_log(folder: Path, since: datetime | None) -> Batch:
     """Read every log file in ``folder``; entries before ``since`` are skipped."""
     from stages.monitor import logread
 
