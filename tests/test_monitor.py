@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from scipy import stats
 
@@ -403,6 +404,32 @@ def test_the_fast_and_the_line_reader_give_the_same_rows(tmp_path: Path) -> None
     assert (fast.first, fast.last, fast.lines) == (slow.first, slow.last, slow.lines)
     (tmp_path / "cut.jsonl").write_bytes(path.read_bytes() + b'{"inputs": [')
     assert logread._read_arrow(tmp_path / "cut.jsonl", None) is None
+
+
+def test_types_inferred_from_the_first_lines_still_read_every_later_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stages.monitor import logread
+
+    # Whole numbers first, fractions and a missing value later: the sampled
+    # schema widens them, so the fast reader keeps every row, as the slow one.
+    rows = [{"x": i, "colour": "red"} for i in range(50)]
+    rows += [{"x": i + 0.5, "colour": None} for i in range(50)]
+    path = tmp_path / "predictions-a-1.jsonl"
+    path.write_text("".join(_line(i, [r]) + "\n" for i, r in enumerate(rows)))
+    monkeypatch.setattr(logread, "SAMPLE_BYTES", 2000)
+    head = logread._sampled_schema(path, pa.schema([("time", pa.string())]))
+    assert head.field("inputs").type.value_type.field("x").type == pa.float64()
+    fast, slow = logread._read_arrow(path, None), logread._read_lines(path, None)
+    assert fast is not None and len(fast.frame) == 100
+    pd.testing.assert_frame_equal(fast.frame, slow.frame)
+    # A later line the sample's types cannot hold sends the file to the line
+    # reader, which keeps it: nothing is lost to the faster path.
+    late = json.loads(_line(100, [{"x": 1, "colour": "red"}]))
+    late["inputs"][0]["x"] = "many"
+    path.write_text(path.read_text() + json.dumps(late) + "\n")
+    assert logread._read_arrow(path, None) is None
+    assert len(logread.read(path, None).frame) == 101
 
 
 def test_a_source_under_data_is_read_with_ingests_readers(tmp_path: Path) -> None:

@@ -1,9 +1,12 @@
 """One prediction-log file in, its rows out: fast when every line is good.
 
 A file is first read whole by pyarrow's JSON reader (columnar, in C++: a
-million entries in a few seconds). Only if that fails, or any entry is not of
-the log's shape, is it read again line by line, which says which lines are
-bad and why, and keeps the good ones. Both give the same :class:`Piece`.
+million entries in a few seconds), with the types it infers from the file's
+first block given to it for the rest: inferring them on every block costs
+pyarrow more than parsing (about 1.6x the time, measured here). Only if that
+fails, or any entry is not of the log's shape, is it read again line by line,
+which says which lines are bad and why, and keeps the good ones. Both give
+the same :class:`Piece`.
 """
 
 from __future__ import annotations
@@ -26,6 +29,10 @@ except ImportError:  # pragma: no cover - orjson is in constraints.txt
 BAD_EXAMPLES = 5
 # pyarrow's block: a line longer than this sends the file to the line reader.
 BLOCK_BYTES = 1 << 24
+# The sample the types are inferred from: the file's first lines.
+SAMPLE_BYTES = 1 << 20
+# Read as text, as the line reader sees them: pyarrow would parse "time" itself.
+TEXT_FIELDS = ("time", "request_id", "model_version")
 
 
 @dataclass
@@ -55,15 +62,12 @@ def _read_arrow(path: Path, since: datetime | None) -> Piece | None:
     import pyarrow.compute as pc
     import pyarrow.json as pj
 
+    text = pa.schema([(c, pa.string()) for c in TEXT_FIELDS])
     try:
-        # Text as the line reader sees it: pyarrow would parse "time" itself.
-        text = pa.schema(
-            [(c, pa.string()) for c in ("time", "request_id", "model_version")]
-        )
         table = pj.read_json(
             path,
             read_options=pj.ReadOptions(block_size=BLOCK_BYTES),
-            parse_options=pj.ParseOptions(explicit_schema=text),
+            parse_options=pj.ParseOptions(explicit_schema=_sampled_schema(path, text)),
         )
         if not _well_formed(table):
             return None
@@ -93,6 +97,43 @@ def _read_arrow(path: Path, since: datetime | None) -> Piece | None:
         last=bounds["max"],
         lines=lines,
     )
+
+
+def _sampled_schema(path: Path, text: Any) -> Any:
+    """The types of the file's first lines, numbers widened to float64 (a
+    later 1.5 in a column of whole numbers still fits); ``text`` alone when
+    the sample does not settle them (a null-typed field). A later line that
+    does not fit fails the fast read, and the line reader takes over."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.json as pj
+
+    with path.open("rb") as f:
+        head = f.read(SAMPLE_BYTES)
+    head = head[: head.rfind(b"\n") + 1]
+    if not head:
+        return text
+    sample = pj.read_json(
+        io.BytesIO(head), parse_options=pj.ParseOptions(explicit_schema=text)
+    ).schema
+
+    def widen(kind: Any) -> Any:
+        if pa.types.is_integer(kind):
+            return pa.float64()
+        if pa.types.is_null(kind):
+            raise ValueError("unsettled")
+        if pa.types.is_list(kind):
+            return pa.list_(widen(kind.value_type))
+        if pa.types.is_struct(kind):
+            return pa.struct([pa.field(f.name, widen(f.type)) for f in kind])
+        return kind
+
+    try:
+        inputs = widen(sample.field("inputs").type)
+    except (KeyError, ValueError):
+        return text
+    return text.append(pa.field("inputs", inputs))
 
 
 def _well_formed(table: Any) -> bool:
