@@ -6,9 +6,11 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
+# Copies of other projects' interfaces (see its README): a clone needs nothing else.
+REFERENCE = ROOT / "tests" / "reference"
 # No telemetry, no system git config, a fixed identity for commits.
 TEST_ENV = {
     "DVC_NO_ANALYTICS": "1",
@@ -21,6 +23,27 @@ TEST_ENV = {
     "GIT_COMMITTER_EMAIL": "test@example.com",
     "GIT_CONFIG_NOSYSTEM": "1",
 }
+
+
+def unresolved_refs(doc: Any) -> list[str]:
+    """Every `#/definitions/...` reference in a document that names no definition."""
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str):
+                name = ref.removeprefix("#/definitions/")
+                if ref == name or name not in doc["definitions"]:
+                    found.append(ref)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(doc)
+    return found
 
 
 def quiet_env() -> dict[str, str]:

@@ -19,10 +19,11 @@ from runner import compile as compiler
 from runner import plan as planner
 from runner import spec as specs
 from runner.targets import argo
-from tests.support import ROOT, SHARED
+from tests.support import REFERENCE, ROOT, unresolved_refs
 from tests.test_properties import _spec_text, pipelines
 
-REFERENCE = SHARED / "reference" / "argo-workflows-v4.1.2"
+# The definitions of the three kinds, from Argo's JSON schema (see its README).
+SCHEMA = REFERENCE / "argo-workflows-v4.1.2-schema.json"
 GOLDEN = ROOT / "tests" / "golden"
 CASES = sorted(p.name for p in GOLDEN.iterdir() if (p / "mlops.yaml").exists())
 CHECKOV = ROOT / ".tools" / "checkov" / "bin" / "checkov"
@@ -52,10 +53,7 @@ def _closed(node: Any) -> Any:
 
 @cache
 def _argo_definitions() -> dict[str, Any]:
-    if not (REFERENCE / "schema.json").exists():
-        pytest.skip(f"../shared/reference is absent: no Argo schema at {REFERENCE}")
-    schema = json.loads((REFERENCE / "schema.json").read_text())
-    return dict(_closed(schema["definitions"]))
+    return dict(_closed(json.loads(SCHEMA.read_text())["definitions"]))
 
 
 def _validate(kind: str, manifest: dict[str, Any]) -> list[str]:
@@ -98,6 +96,61 @@ def test_the_closed_schema_rejects_an_unknown_field() -> None:
     manifest = _manifests("example")[argo.TEMPLATE_FILE]
     manifest["spec"]["templates"][1]["container"]["imagePullPolcy"] = "Always"
     assert any("imagePullPolcy" in e for e in _validate("WorkflowTemplate", manifest))
+
+
+def _break(path: str, keys: tuple[Any, ...], value: Any) -> Any:
+    """A manifest of the example with one value set (None: deleted) at keys."""
+    manifest = _manifests("example")[path]
+    *parents, last = keys
+    node = manifest
+    for key in parents:
+        node = node[key]
+    if value is None:
+        del node[last]
+    else:
+        node[last] = value
+    return manifest
+
+
+# Each reaches a different part of the copied schema, down to Kubernetes' own types.
+BROKEN = [
+    (argo.CRON_FILE, ("spec", "schedule"), "0 6 * * 1", "'schedule' was unexpected"),
+    (argo.WORKFLOW_FILE, ("apiVersion",), "argoproj.io/v1", "'argoproj.io/v1alpha1'"),
+    (
+        argo.WORKFLOW_FILE,
+        ("spec", "workflowTemplateRef", "name"),
+        3,
+        "3 is not of type 'string'",
+    ),
+    (argo.TEMPLATE_FILE, ("spec",), None, "'spec' is a required property"),
+    (
+        argo.TEMPLATE_FILE,
+        ("spec", "securityContext", "seccompProfile"),
+        {},
+        "'type' is a required property",
+    ),
+    (
+        argo.TEMPLATE_FILE,
+        ("spec", "templates", 1, "container", "env", 0),
+        {"value": "x"},
+        "'name' is a required property",
+    ),
+]
+
+
+@pytest.mark.parametrize(("path", "keys", "value", "error"), BROKEN)
+def test_the_schema_rejects_a_broken_manifest(
+    path: str, keys: tuple[Any, ...], value: Any, error: str
+) -> None:
+    errors = _validate(KINDS[path], _break(path, keys, value))
+    assert any(error in e for e in errors), errors
+
+
+def test_the_copied_schema_is_complete() -> None:
+    doc = json.loads(SCHEMA.read_text())
+    assert unresolved_refs(doc) == []
+    for kind in KINDS.values():
+        assert f"io.argoproj.workflow.v1alpha1.{kind}" in doc["definitions"]
 
 
 def _lint(spec: dict[str, Any]) -> None:

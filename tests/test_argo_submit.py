@@ -15,9 +15,11 @@ from typing import Any
 import pytest
 from jsonschema import Draft4Validator
 
-from tests.support import ROOT, SHARED, mlops
+from runner import argo_submit
+from tests.support import REFERENCE, ROOT, mlops, unresolved_refs
 
-SWAGGER = SHARED / "reference" / "argo-workflows-v4.1.2" / "swagger.json"
+# The operations `mlops submit` calls, from the Argo Server's OpenAPI (see its README).
+SWAGGER = REFERENCE / "argo-workflows-v4.1.2-swagger.json"
 NAMESPACE = "mlops"
 TOKEN = "Bearer good-token"  # noqa: S105 - a test value
 ARGS = ("submit", "--revision", "0123abc", "--repo", "https://example.com/r.git")
@@ -25,8 +27,6 @@ ARGS = ("submit", "--revision", "0123abc", "--repo", "https://example.com/r.git"
 
 @cache
 def _swagger() -> dict[str, Any]:
-    if not SWAGGER.exists():
-        pytest.skip(f"../shared/reference is absent: no Argo swagger at {SWAGGER}")
     return dict(json.loads(SWAGGER.read_text()))
 
 
@@ -131,7 +131,6 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def _serve(server: FakeArgo) -> Iterator[FakeArgo]:
-    _swagger()  # skip here, in the test's thread, when the reference is absent
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -268,6 +267,40 @@ def test_the_namespace_comes_from_the_environment_first(
         "/api/v1/workflow-templates/team-a",
         "/api/v1/workflows/team-a",
     ]
+
+
+def test_the_copied_api_is_complete() -> None:
+    assert unresolved_refs(_swagger()) == []
+    for method, path in [
+        ("POST", argo_submit.TEMPLATES),
+        ("GET", argo_submit.TEMPLATE),
+        ("PUT", argo_submit.TEMPLATE),
+        ("POST", argo_submit.WORKFLOWS),
+    ]:
+        _operation(method, path.format(namespace=NAMESPACE, name="n"))
+
+
+@pytest.mark.parametrize(
+    ("spec", "error"),
+    [
+        ({"templates": {}}, "{} is not of type 'array'"),
+        ({"templates": [{"container": {"env": [{"name": 3}]}}]}, "3 is not of type"),
+        ({"templates": [{"container": {"env": [{"value": "x"}]}}]}, "'name' is a"),
+    ],
+)
+def test_the_fake_server_rejects_a_body_the_api_does_not_take(
+    spec: dict[str, Any], error: str
+) -> None:
+    op = _operation("POST", argo_submit.WORKFLOWS.format(namespace=NAMESPACE))
+    _check_body(op, {"workflow": {"metadata": {"generateName": "w-"}, "spec": {}}})
+    with pytest.raises(AssertionError, match=re.escape(error)):
+        _check_body(op, {"workflow": {"metadata": {}, "spec": spec}})
+
+
+def test_the_fake_server_rejects_a_body_where_the_api_takes_none() -> None:
+    get = _operation("GET", argo_submit.TEMPLATE.format(namespace=NAMESPACE, name="n"))
+    with pytest.raises(AssertionError, match="takes no body"):
+        _check_body(get, {"workflow": {}})
 
 
 def test_help_does_not_import_the_sdk() -> None:
