@@ -33,6 +33,7 @@ def missing(reason: str) -> NoReturn:
     `make test` installs every tool, so in CI (`CI` set) a missing one means a
     broken set-up, which must not pass as a skipped test.
     """
+    __tracebackhide__ = True  # report the test that needs the tool, not this line
     if os.environ.get("CI"):
         pytest.fail(f"{reason} (CI is set: a missing tool fails there)")
     pytest.skip(reason)
