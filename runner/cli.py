@@ -229,7 +229,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     spec = _load(args)
     root = _root(args)
     monitor = argparse.Namespace(
-        output=args.monitor, current=None, since=None, no_report=True
+        output=args.monitor, current=None, since=None, no_report=True, log=args.log
     )
     settings = release.monitor_args(monitor, spec)[:2]  # --settings JSON
 
@@ -414,6 +414,11 @@ def _retrain_flags(c: argparse.ArgumentParser) -> None:
         "request's (default: mlops/retrain-<UTC date>)",
     )  # fmt: skip
     c.add_argument("--date", help="UTC date in file and branch names (default: today)")
+    c.add_argument(
+        "--log", metavar="DIR_OR_URL",
+        help="where the drift check read the prediction log, if not "
+        "deploy.prediction_log.path (as `mlops monitor --log`)",
+    )  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,7 +24,7 @@ from runner.deploy_state import Release
 from runner.errors import RunError, SpecError
 from runner.schema import schema
 from runner.targets import pod, serving_pod
-from tests.support import ROOT, mlops
+from tests.support import ROOT, missing, mlops
 
 REFERENCE = Path(__file__).parent / "reference"
 GOLDEN = Path(__file__).parent / "golden"
@@ -252,7 +252,7 @@ def _checkov(root: Path) -> tuple[list[dict[str, Any]], ...]:
 
 def test_checkov_finds_nothing_and_every_skip_says_why(tmp_path: Path) -> None:
     if not CHECKOV.exists():
-        pytest.skip(f"checkov is absent: run `make {CHECKOV.relative_to(ROOT)}`")
+        missing(f"checkov is absent: run `make {CHECKOV.relative_to(ROOT)}`")
     for target in TARGETS:
         _write(tmp_path / target, _deploy_files(_spec(target)))
     _write(

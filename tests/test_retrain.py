@@ -18,7 +18,7 @@ from runner.errors import RunError
 from stages import common, ingest
 from stages import retrain as rows_mod
 from stages.monitor import current as cur_mod
-from tests.support import ROOT, run
+from tests.support import ROOT, mlops, run
 
 EXAMPLE = (ROOT / "mlops.yaml").read_text()
 FILE = "data/retrain/breast-cancer-2026-12-01.csv"
@@ -250,3 +250,13 @@ def test_retrain_refuses_without_drift_or_with_a_strange_branch(repo: Path) -> N
     (repo / "mlops-monitor" / "monitor.json").write_text('{"verdict": "no drift"}')
     with pytest.raises(RunError, match="says 'no drift': nothing to retrain"):
         _retrain(repo, rows)
+
+
+def test_the_command_reaches_the_check_through_the_cli(repo: Path) -> None:
+    # Through `mlops retrain` itself, flags and all, as the workflow calls it.
+    (repo / "mlops-monitor" / "monitor.json").write_text('{"verdict": "no drift"}')
+    for extra in ([], ["--log", (repo / "shipped").as_uri()]):
+        proc = mlops("retrain", "--monitor", "mlops-monitor", *extra, cwd=repo,
+                     check=False)  # fmt: skip
+        assert proc.returncode == 1, proc.stderr
+        assert "says 'no drift': nothing to retrain" in proc.stderr
