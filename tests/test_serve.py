@@ -52,6 +52,14 @@ class Server:
         found = re.findall(r"ready in [0-9.]+s, process (\d+)", self.output.read_text())
         return {int(pid) for pid in found}
 
+    def wait_for_workers(self, count: int, seconds: float = 60) -> set[int]:
+        """The workers' pids once ``count`` have loaded: /ready answered when the
+        first one had, and on a loaded machine the others may still be loading."""
+        deadline = time.monotonic() + seconds
+        while len(found := self.worker_pids()) < count and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return found
+
     def request(
         self, method: str, path: str, body: bytes | None = None,
         headers: dict[str, str] | None = None,
@@ -478,7 +486,7 @@ def test_onnx_serves_a_verified_conversion_with_the_models_answers(
         assert onnx_server.post(_split(rows.head(1)))[0] == 200
     assert _metric(onnx_server, "mlops_requests_total", status="200") - before == 10
     assert _metric(onnx_server, "mlops_model_info", predictor="onnx") == 1
-    workers = onnx_server.worker_pids()
+    workers = onnx_server.wait_for_workers(2)
     assert len(workers) == 2
     host = socket.gethostname()
     assert len(_log_lines(onnx_server.log_dir, 15)) >= 15  # written in batches
