@@ -17,6 +17,9 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+# extract_crd.py lies beside this script: one description stripper for both.
+from extract_crd import strip_descriptions
+
 from runner import argo_submit
 
 DEFINITIONS = "#/definitions/"
@@ -28,19 +31,6 @@ OPERATIONS = (
     ("put", argo_submit.TEMPLATE),
     ("post", argo_submit.WORKFLOWS),
 )
-
-
-def _strip(node: Any) -> Any:
-    # A string: the text of a description; a dict: a property named description.
-    if isinstance(node, dict):
-        return {
-            k: _strip(v)
-            for k, v in node.items()
-            if not (k == "description" and isinstance(v, str))
-        }
-    if isinstance(node, list):
-        return [_strip(v) for v in node]
-    return node
 
 
 def _refs(node: Any) -> Iterator[str]:
@@ -62,7 +52,7 @@ def _reachable(definitions: dict[str, Any], roots: Iterable[str]) -> dict[str, A
     while todo:
         name = todo.pop().removeprefix(DEFINITIONS)
         if name not in kept:
-            kept[name] = _strip(definitions[name])
+            kept[name] = strip_descriptions(definitions[name])
             todo += _refs(definitions[name])
     return kept
 
@@ -80,7 +70,9 @@ def swagger(doc: dict[str, Any]) -> dict[str, Any]:
     """The Server API's operations that `mlops submit` calls."""
     paths: dict[str, Any] = {}
     for method, path in OPERATIONS:
-        paths.setdefault(path, {})[method] = _strip(doc["paths"][path][method])
+        paths.setdefault(path, {})[method] = strip_descriptions(
+            doc["paths"][path][method]
+        )
     return {
         "swagger": doc["swagger"],
         "paths": paths,

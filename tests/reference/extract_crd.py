@@ -15,15 +15,15 @@ from typing import Any
 import yaml
 
 
-def _strip(node: Any) -> Any:
+def strip_descriptions(node: Any) -> Any:
     if isinstance(node, dict):
         return {
-            k: _strip(v)
+            k: strip_descriptions(v)
             for k, v in node.items()
             if not (k == "description" and isinstance(v, str))
         }
     if isinstance(node, list):
-        return [_strip(v) for v in node]
+        return [strip_descriptions(v) for v in node]
     return node
 
 
@@ -37,7 +37,7 @@ def main() -> None:
     with open(args.crd, encoding="utf-8") as f:
         crd = yaml.safe_load(f)
     (version,) = (v for v in crd["spec"]["versions"] if v["name"] == args.version)
-    schema = _strip(version["schema"]["openAPIV3Schema"])
+    schema = strip_descriptions(version["schema"]["openAPIV3Schema"])
     if args.only:
         *parents, kept = args.only.split(".")
         node = schema
