@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from stages import common, promote
+from stages import common, lookups, promote
 from stages.register import TAG_RUN_ID
 
 
@@ -76,10 +76,14 @@ def _run_tag(client: Any, run_id: str | None) -> str | None:
     """Older versions: the training run's own tag (train writes both)."""
     if not run_id:
         return None
+    from mlflow.exceptions import MlflowException
+
     try:
         return client.get_run(run_id).data.tags.get(common.TAG_DATA_HASH)
-    except Exception:
-        return None
+    except MlflowException as e:
+        if lookups.absent(e):
+            return None  # the run was deleted: no hash to find the split by
+        raise Missing(f"reading training run {run_id} failed: {e}") from e
 
 
 def fetch_split(root: Path, md5: str, dest: Path) -> str:
