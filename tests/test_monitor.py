@@ -491,16 +491,17 @@ def test_labels_that_have_not_arrived_are_a_note_not_a_failure(tmp_path: Path) -
 
 def test_a_failing_run_lookup_is_a_reason_not_a_missing_hash() -> None:
     from mlflow.exceptions import MlflowException
+    from mlflow.protos import databricks_pb2 as codes
 
     from stages.monitor import reference
 
     class Client:
-        def __init__(self, code: str) -> None:
+        def __init__(self, code: int) -> None:
             self.code = code
 
         def get_run(self, run_id: str) -> None:
-            raise MlflowException(f"run {run_id}: {self.code}", error_code=self.code)
+            raise MlflowException(f"run {run_id}", error_code=self.code)
 
-    assert reference._run_tag(Client("RESOURCE_DOES_NOT_EXIST"), "r1") is None
+    assert reference._run_tag(Client(codes.RESOURCE_DOES_NOT_EXIST), "r1") is None
     with pytest.raises(reference.Missing, match="reading training run r1 failed"):
-        reference._run_tag(Client("INTERNAL_ERROR"), "r1")
+        reference._run_tag(Client(codes.INTERNAL_ERROR), "r1")
