@@ -11,7 +11,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DISABLE_DEEPCHECKS_ANONYMOUS_TELEMETRY := 1
 export DO_NOT_TRACK := 1
 
-.PHONY: run test setup lint bench clean
+.PHONY: run test setup lint bench clean docs
 
 setup: $(VENV)/.installed
 
@@ -45,6 +45,10 @@ test: setup $(CHECKOV) .tools/chromium.stamp
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy runner stages
+
+# docs/spec-reference.md from schema/mlops.schema.json (tests/test_docs.py checks it).
+docs: setup
+	$(BIN)/python -m runner.specdoc
 
 bench: setup
 	$(BIN)/python bench/bench_cli.py
