@@ -66,8 +66,9 @@ def _compiled_repo(args: argparse.Namespace) -> tuple[Plan, Path]:
 
     spec = _load(args)
     root = _root(args)
-    plan = planner.build(spec)
-    written = compiler.compile_to(spec, root)
+    framework = compiler.framework_for(spec, root)
+    plan = planner.build(spec, framework)
+    written = compiler.compile_to(spec, root, framework=framework)
     if written:
         say(f"compiled {', '.join(written)}")
     for line in engine.prepare(root, plan):
@@ -123,9 +124,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
     import os
 
     from runner import argo_submit
+    from runner import compile as compiler
     from runner import plan as planner
 
-    plan = planner.build(_load(args))
+    spec = _load(args)
+    plan = planner.build(spec, compiler.framework_for(spec, _root(args)))
     name = argo_submit.run(
         plan,
         os.environ,
@@ -252,6 +255,41 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stage(args: argparse.Namespace) -> int:
+    """Run a built-in stage of the installed framework, as DVC's `cmd` does."""
+    import os
+
+    # -P: no folder of the repository goes first on sys.path, so a team's own
+    # stages/ cannot shadow the framework's package. exec: DVC and Ctrl-C
+    # deal with the stage's own process, as with `python -m`.
+    argv = [sys.executable, "-P", "-m", f"stages.{args.kind}", args.stage]
+    os.execv(sys.executable, argv)  # noqa: S606
+    return EXIT_FAILED  # not reached
+
+
+class _Version(argparse.Action):
+    """--version, read from the distribution's metadata: no import of mlflow."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kw: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help=str(kw.get("help")))
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        from runner import framework
+
+        say(f"mlops {framework.version()}")
+        parser.exit()
+
+
+def _stage_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from runner.builtins import BUILTINS
+
+    help_text = "run one built-in stage (the command DVC runs in a team's repository)"
+    c = sub.add_parser("stage", help=help_text, description=help_text)
+    c.add_argument("kind", choices=sorted(BUILTINS), help="the built-in stage's kind")
+    c.add_argument("stage", help="the stage's name in mlops.yaml")
+    c.set_defaults(func=cmd_stage)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mlops",
@@ -261,6 +299,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--traceback", action="store_true", help="show the full traceback of an error"
     )
+    p.add_argument("--version", action=_Version, help="show the version and exit")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands: list[tuple[str, str, Callable[[argparse.Namespace], int]]] = [
         ("validate", "check mlops.yaml and report every problem", cmd_validate),
@@ -372,6 +411,7 @@ def parser() -> argparse.ArgumentParser:
             c.add_argument(
                 "--repo", help="git URL to clone (default: argo.repo, else origin)"
             )
+    _stage_parser(sub)
     return p
 
 

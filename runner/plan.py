@@ -10,6 +10,7 @@ import heapq
 from dataclasses import dataclass, field
 from typing import Any
 
+from runner import framework as fw
 from runner import wiring
 from runner.builtins import BUILTINS, Kind
 from runner.errors import Problem, SpecError
@@ -48,6 +49,7 @@ class Plan:
     stages: tuple[PlannedStage, ...]  # in a topological order, ties by name
     edges: frozenset[tuple[str, str]]  # (upstream, downstream)
     params: dict[str, Any]
+    framework: fw.Framework = fw.TEMPLATE
 
     def stage(self, name: str) -> PlannedStage:
         return next(s for s in self.stages if s.name == name)
@@ -64,14 +66,31 @@ class Plan:
         return result
 
 
-def _cmd(stage: StageSpec) -> str:
-    if stage.uses is not None:
-        return f"python -m stages.{stage.uses} {stage.name}"
-    return stage.run or ""
+def _cmd(stage: StageSpec, framework: fw.Framework) -> str:
+    if stage.uses is None:
+        return stage.run or ""
+    if framework.installed:
+        # The console script: unlike `python -m`, it puts no folder of the
+        # repository first on sys.path, so a team's own stages/ cannot
+        # shadow the framework's package.
+        return f"mlops stage {stage.uses} {stage.name}"
+    return f"python -m stages.{stage.uses} {stage.name}"
+
+
+def _code(uses: str, framework: fw.Framework) -> tuple[list[str], list[str]]:
+    """How a built-in stage depends on its own code: (deps, params)."""
+    if framework.installed:
+        # Installed code has no path in the repository: its digest in
+        # params.yaml stands for it.
+        return [], [f"{fw.PARAMS_KEY}.{fw.DIGESTS_KEY}.{uses}"]
+    return list(BUILTINS[uses].modules), []
 
 
 def _builtin_files(
-    stage: StageSpec, spec: Spec, needs: dict[str, tuple[str, ...]]
+    stage: StageSpec,
+    spec: Spec,
+    needs: dict[str, tuple[str, ...]],
+    framework: fw.Framework,
 ) -> dict[str, Any]:
     uses = stage.uses or ""
     kinds = {s.name: s.uses for s in spec.stages}
@@ -80,8 +99,9 @@ def _builtin_files(
     by_kind: dict[Kind, list[str]] = {k: [] for k in Kind}
     for path, out in outputs.values():
         by_kind[out.kind].append(path)
-    deps = [*BUILTINS[uses].modules, *inputs.values()]
-    params = [f"stages.{stage.name}", *PROJECT_PARAMS]
+    code_deps, code_params = _code(uses, framework)
+    deps = [*code_deps, *inputs.values()]
+    params = [f"stages.{stage.name}", *PROJECT_PARAMS, *code_params]
     source = spec.data.get(stage.settings.get("source", "")) or {}
     if uses == "ingest":
         params.append(f"data.{stage.settings['source']}")
@@ -143,12 +163,14 @@ def _order(names: list[str], edges: set[tuple[str, str]]) -> list[str]:
     return order
 
 
-def _params(spec: Spec, stages: list[PlannedStage]) -> dict[str, Any]:
+def _params(
+    spec: Spec, stages: list[PlannedStage], framework: fw.Framework
+) -> dict[str, Any]:
     used_sources = sorted(
         {s.source.settings["source"] for s in stages if s.source and s.uses == "ingest"}
     )
     p = spec.project
-    return {
+    params: dict[str, Any] = {
         "project": {"name": p.name, "task": p.task, "target": p.target, "seed": p.seed},
         "tracking": {
             "uri": spec.storage.tracking_uri,
@@ -168,13 +190,22 @@ def _params(spec: Spec, stages: list[PlannedStage]) -> dict[str, Any]:
             if s.uses or (s.source and s.source.settings)
         },
     }
+    if framework.installed:
+        kinds = sorted({s.uses for s in stages if s.uses})
+        params[fw.PARAMS_KEY] = {
+            fw.VERSION_KEY: framework.version,
+            fw.DIGESTS_KEY: {k: framework.digests[k] for k in kinds},
+        }
+    return params
 
 
-def build(spec: Spec) -> Plan:
-    """Resolve a checked spec into a plan."""
+def build(spec: Spec, framework: fw.Framework = fw.TEMPLATE) -> Plan:
+    """Resolve a checked spec into a plan, for a repository in framework's mode."""
     needs = {s.name: s.needs for s in spec.stages}
     files = {
-        s.name: _builtin_files(s, spec, needs) if s.uses else _custom_files(s)
+        s.name: _builtin_files(s, spec, needs, framework)
+        if s.uses
+        else _custom_files(s)
         for s in spec.stages
     }
     writers = {
@@ -207,7 +238,7 @@ def build(spec: Spec) -> Plan:
         s.name: PlannedStage(
             name=s.name,
             uses=s.uses,
-            cmd=_cmd(s),
+            cmd=_cmd(s, framework),
             desc=s.desc,
             deps=tuple(sorted(set(files[s.name]["deps"]))),
             params=tuple(files[s.name]["params"]),
@@ -241,5 +272,6 @@ def build(spec: Spec) -> Plan:
         spec=spec,
         stages=tuple(ordered),
         edges=frozenset(edges),
-        params=_params(spec, ordered),
+        params=_params(spec, ordered, framework),
+        framework=framework,
     )

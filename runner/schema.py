@@ -6,13 +6,14 @@ import json
 import sys
 from collections.abc import Iterator
 from functools import cache
-from pathlib import Path as FsPath
 from typing import Any
 
 from runner.errors import Problem
+from runner.framework import SCHEMA, packaged_file
 from runner.yamlsource import Document
 
-SCHEMA_PATH = FsPath(__file__).resolve().parent.parent / "schema" / "mlops.schema.json"
+# In the wheel's runner/_data/, or schema/ of a checkout: one committed copy.
+SCHEMA_PATH = packaged_file(SCHEMA)
 
 
 @cache
@@ -94,9 +95,21 @@ def _describe(doc: Document, path: tuple[Any, ...], e: Any) -> list[Problem]:  #
                 path, "expected a mapping with `version`, `project` and `pipeline`"
             )
         ]
+    if kind == "type" and value is None:
+        return [
+            doc.problem(
+                path,
+                f"a value is needed: null is not of type {e.validator_value!r}",
+                at_value=True,
+            )
+        ]
     if kind == "enum":
         options = ", ".join(json.dumps(o) for o in e.validator_value)
         return [doc.problem(path, f"{value!r} is not one of: {options}", at_value=True)]
+    if kind == "pattern" and "title" in e.schema:
+        # A pattern too dense to read as an error names what it stands for.
+        title = e.schema["title"]
+        return [doc.problem(path, f"{value!r} is not {title}", at_value=True)]
     if kind == "pattern":
         return [
             doc.problem(
