@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any
@@ -162,7 +163,12 @@ def build(doc: yamlsource.Document) -> Spec:
 
 def parse(text: str, filename: str = DEFAULT_SPEC) -> Spec:
     """Validate a spec's text completely, or raise SpecError listing every problem."""
-    doc = yamlsource.load(text, filename)
+    return from_document(yamlsource.load(text, filename))
+
+
+def from_document(doc: yamlsource.Document) -> Spec:
+    """Validate a parsed spec completely, or raise SpecError listing every problem."""
+    filename = doc.filename
     found: list[Problem] = schema_problems(doc)
     if not isinstance(doc.data, dict):
         raise SpecError(filename, found)
@@ -176,10 +182,20 @@ def parse(text: str, filename: str = DEFAULT_SPEC) -> Spec:
 
 
 def load(path: str | FsPath = DEFAULT_SPEC) -> Spec:
-    """Read and validate a spec file."""
+    """Read and validate a spec file.
+
+    The size is checked before anything is read, and at most one byte more
+    than the limit is ever read, so a huge file (or a device) costs nothing.
+    """
     path = FsPath(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > yamlsource.MAX_BYTES:
+                data = b""
+            else:
+                data = f.read(yamlsource.MAX_BYTES + 1)
+                size = max(size, len(data))
     except FileNotFoundError:
         raise SpecError(
             str(path),
@@ -192,8 +208,12 @@ def load(path: str | FsPath = DEFAULT_SPEC) -> Spec:
                 )
             ],
         ) from None
-    except UnicodeDecodeError as exc:
+    except IsADirectoryError:
         raise SpecError(
-            str(path), [Problem(1, 1, (), f"not UTF-8 text: {exc}")]
-        ) from exc
-    return parse(text, str(path))
+            str(path), [Problem(1, 1, (), "is a directory, not a spec file")]
+        ) from None
+    if size > yamlsource.MAX_BYTES:
+        # Refused by its size alone: none of it was read.
+        raise yamlsource.too_big(str(path), size)
+    doc = yamlsource.load_bytes(data, str(path))
+    return from_document(doc)

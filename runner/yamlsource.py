@@ -2,12 +2,16 @@
 
 PyYAML's composer gives us nodes with positions; we build the Python values
 ourselves so that we can refuse what a spec never needs and an attacker would
-use: duplicate keys, language-specific tags, alias expansion bombs and huge
-files.
+use: duplicate keys, language-specific tags, alias expansion bombs, deep
+nesting and huge files. Bytes are checked before YAML sees them: a spec is
+UTF-8 text (a UTF-8 byte-order mark is accepted) without control characters,
+and every bad byte is reported at its line, column and key.
 """
 
 from __future__ import annotations
 
+import codecs
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +23,21 @@ MAX_BYTES = 1_000_000
 # Aliases may be used for reuse, but expanding them must stay proportional to
 # the document: a "billion laughs" file is small and expands exponentially.
 MAX_NODES = 100_000
+# Far deeper than any spec needs; PyYAML's composer recurses per level and
+# would hit Python's recursion limit long before MAX_BYTES does.
+MAX_DEPTH = 32
+# What YAML 1.1 (PyYAML's reader) accepts: tab, line breaks and printable text.
+NOT_PRINTABLE = re.compile(
+    "[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
+)
+LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
+OTHER_BOMS = {
+    codecs.BOM_UTF32_LE: "UTF-32",
+    codecs.BOM_UTF32_BE: "UTF-32",
+    codecs.BOM_UTF16_LE: "UTF-16",
+    codecs.BOM_UTF16_BE: "UTF-16",
+}
+MAX_REPORTED = 20  # bad bytes reported one by one, then a count
 _STD = "tag:yaml.org,2002:"
 SCALAR_TAGS = {_STD + t for t in ("str", "int", "float", "bool", "null", "timestamp")}
 MERGE_TAG = _STD + "merge"
@@ -135,25 +154,228 @@ class _TooBig(Exception):
         self.node = node
 
 
-def load(text: str, filename: str) -> Document:
-    """Parse one YAML document, or raise SpecError with every problem found."""
-    doc = Document(filename, None)
-    if len(text.encode()) > MAX_BYTES:
+class _TooDeep(Exception):
+    def __init__(self, mark: yaml.Mark) -> None:
+        self.mark = mark
+
+
+class _Loader(yaml.SafeLoader):
+    """The safe loader, refusing nesting deeper than MAX_DEPTH while composing."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _TooDeep(self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _line_col(text: str, index: int) -> tuple[int, int]:
+    """1-based line and column of a character, counting line breaks as YAML does."""
+    line, start = 1, 0
+    for m in LINE_BREAK.finditer(text, 0, index):
+        line, start = line + 1, m.end()
+    return line, index - start + 1
+
+
+def too_big(filename: str, size: int) -> SpecError:
+    """The error for a file of `size` bytes, over MAX_BYTES."""
+    return SpecError(
+        filename,
+        [
+            Problem(
+                1,
+                1,
+                (),
+                f"the file is {size:,} bytes; a spec may be at most "
+                f"{MAX_BYTES:,} bytes",
+            )
+        ],
+    )
+
+
+def _compose(text: str, filename: str) -> yaml.Node | None:
+    try:
+        return yaml.compose(text, Loader=_Loader)  # type: ignore[no-any-return]
+    except _TooDeep as exc:
         raise SpecError(
             filename,
-            [Problem(1, 1, (), f"the file is larger than {MAX_BYTES:,} bytes")],
-        )
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+            [
+                Problem(
+                    exc.mark.line + 1,
+                    exc.mark.column + 1,
+                    (),
+                    f"nested more than {MAX_DEPTH} levels deep",
+                )
+            ],
+        ) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        what = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+        context = exc.context or ""
+        if exc.context_mark is not None and exc.problem_mark is not None:
+            start = exc.context_mark
+            context += f" (from line {start.line + 1}, column {start.column + 1})"
+        what = ", ".join(p for p in (context, exc.problem or "") if p)
         raise SpecError(
-            filename, [Problem(line, col, (), f"invalid YAML: {what}")]
+            filename,
+            [Problem(line, col, _syntax_key(text, exc), f"invalid YAML: {what}")],
+        ) from exc
+    except yaml.reader.ReaderError as exc:
+        line, col = _line_col(text, exc.position)
+        raise SpecError(
+            filename, [Problem(line, col, (), f"invalid YAML: {exc.reason}")]
         ) from exc
     except yaml.YAMLError as exc:
         raise SpecError(filename, [Problem(1, 1, (), f"invalid YAML: {exc}")]) from exc
+
+
+def _escaped(text: str) -> str:
+    """Text safe to print on a terminal: bad characters as escapes."""
+
+    def escape(m: re.Match[str]) -> str:
+        code = ord(m.group())
+        return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"  # noqa: PLR2004
+
+    return NOT_PRINTABLE.sub(escape, text)
+
+
+def _key_at(text: str, index: int, original: str | None = None) -> Path:
+    """The key path of the innermost node holding a character, as best known.
+
+    `text` is the file with its bad characters replaced (same length), and
+    keys are named as `original` spells them. A prefix YAML cannot read gives
+    the empty path.
+    """
+    original = text if original is None else original
+    try:
+        node = yaml.compose(text, Loader=_Loader)
+    except (yaml.YAMLError, _TooDeep):
+        return ()
+    path: Path = ()
+    while isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+        items: list[tuple[str | int, yaml.Node, yaml.Node]] = (
+            [
+                (_escaped(original[k.start_mark.index : k.end_mark.index]), k, v)
+                for k, v in node.value
+            ]
+            if isinstance(node, yaml.MappingNode)
+            else [(i, v, v) for i, v in enumerate(node.value)]
+        )
+        inner = next(
+            (
+                (part, last)
+                for part, first, last in items
+                if first.start_mark.index <= index <= last.end_mark.index
+            ),
+            None,
+        )
+        if inner is None:
+            break
+        path, node = (*path, inner[0]), inner[1]
+    return path
+
+
+def _syntax_key(text: str, exc: yaml.MarkedYAMLError) -> Path:
+    """Where a syntax error is, as a key path: the key whose value it breaks."""
+    for mark in (exc.context_mark, exc.problem_mark):
+        if mark is not None:
+            prefix = text[: mark.index].rstrip(" \t")
+            found = _key_at(prefix, len(prefix))
+            if found:
+                return found
+    return ()
+
+
+def _bad_characters(text: str, bad: list[tuple[int, str]], filename: str) -> SpecError:
+    """One problem per bad character (index, description), each with its key."""
+    shown = bad[:MAX_REPORTED]
+    clean = NOT_PRINTABLE.sub("x", text.replace("\ufffd", "x"))
+    problems = []
+    for index, what in shown:
+        line, col = _line_col(text, index)
+        problems.append(Problem(line, col, _key_at(clean, index, text), what))
+    if len(bad) > len(shown):
+        line, col = _line_col(text, bad[len(shown)][0])
+        problems.append(
+            Problem(line, col, (), f"and {len(bad) - len(shown)} more like these")
+        )
+    return SpecError(filename, problems)
+
+
+def decode(data: bytes, filename: str) -> str:
+    """The text of a spec file, or SpecError naming every byte that is not UTF-8."""
+    if len(data) > MAX_BYTES:
+        raise too_big(filename, len(data))
+    for bom, encoding in OTHER_BOMS.items():
+        if data.startswith(bom):
+            raise SpecError(
+                filename,
+                [
+                    Problem(
+                        1,
+                        1,
+                        (),
+                        f"the file is {encoding} text (it starts with a byte-order "
+                        "mark); save it as UTF-8",
+                    )
+                ],
+            )
+    data = data.removeprefix(codecs.BOM_UTF8)
+    pieces: list[str] = []
+    bad: list[tuple[int, str]] = []
+    at, length = 0, 0
+    while True:
+        try:
+            pieces.append(data[at:].decode("utf-8"))
+            break
+        except UnicodeDecodeError as exc:
+            good = data[at : at + exc.start].decode("utf-8")
+            pieces.append(good + "\ufffd")
+            length += len(good)
+            bad.append(
+                (
+                    length,
+                    f"byte 0x{data[at + exc.start]:02x} is not UTF-8 text; "
+                    "save the file as UTF-8",
+                )
+            )
+            length += 1
+            at += exc.start + 1
+    text = "".join(pieces)
+    if bad:
+        raise _bad_characters(text, bad, filename)
+    return text
+
+
+def load_bytes(data: bytes, filename: str) -> Document:
+    """Decode and parse a spec file's bytes (see `decode` and `load`)."""
+    return load(decode(data, filename), filename)
+
+
+def load(text: str, filename: str) -> Document:
+    """Parse one YAML document, or raise SpecError with every problem found."""
+    doc = Document(filename, None)
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_BYTES:
+        raise too_big(filename, size)
+    bad = [
+        (
+            m.start(),
+            f"the character U+{ord(m.group()):04X} is not allowed in YAML"
+            + (" (a NUL byte: is this a binary file?)" if m.group() == "\0" else ""),
+        )
+        for m in NOT_PRINTABLE.finditer(text)
+    ]
+    if bad:
+        raise _bad_characters(text, bad, filename)
+    node = _compose(text, filename)
     if node is None:
         raise SpecError(filename, [Problem(1, 1, (), "the file is empty")])
     builder = _Builder(doc)

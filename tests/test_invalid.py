@@ -54,7 +54,7 @@ def test_oversized_file_is_refused(
     big = tmp_path / "mlops.yaml"
     big.write_text("version: 1\n" + "# padding\n" * (MAX_BYTES // 10 + 1))
     assert cli.main(["validate", "-f", str(big)]) == cli.EXIT_SPEC
-    assert "larger than 1,000,000 bytes" in capsys.readouterr().err
+    assert "a spec may be at most 1,000,000 bytes" in capsys.readouterr().err
 
 
 def test_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
