@@ -103,14 +103,6 @@ def _describe(doc: Document, path: tuple[Any, ...], e: Any) -> list[Problem]:  #
                 at_value=True,
             )
         ]
-    if kind == "type" and value is None:
-        return [
-            doc.problem(
-                path,
-                f"a value is needed: null is not of type {e.validator_value!r}",
-                at_value=True,
-            )
-        ]
     if kind == "enum":
         options = ", ".join(json.dumps(o) for o in e.validator_value)
         return [doc.problem(path, f"{value!r} is not one of: {options}", at_value=True)]
