@@ -83,6 +83,22 @@ def test_every_default_of_the_schema_is_shown() -> None:
         assert f"| `{shown}` |" in page, raw
 
 
+def test_check_mode_names_the_command_and_writing_makes_it_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    page = tmp_path / "docs" / "spec-reference.md"
+    monkeypatch.setattr(specdoc, "ROOT", tmp_path)
+    monkeypatch.setattr(specdoc, "OUTPUT", page)
+    assert specdoc.main(["--check"]) == 1
+    assert "docs/spec-reference.md is stale: run `make docs`" in capsys.readouterr().err
+    assert not page.exists()
+    assert specdoc.main([]) == 0
+    assert page.read_text(encoding="utf-8") == specdoc.render()
+    assert specdoc.main(["--check"]) == 0
+    page.write_text(page.read_text(encoding="utf-8") + "edited by hand\n")
+    assert specdoc.main(["--check"]) == 1
+
+
 def test_a_keyword_the_generator_cannot_read_is_an_error() -> None:
     schema = {
         "type": "object",
@@ -200,6 +216,13 @@ def test_the_link_checker_finds_a_dead_file_and_a_dead_anchor(tmp_path: Path) ->
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_no_dead_relative_link(page: Path) -> None:
     assert dead_links(page) == []
+
+
+def test_every_docs_page_is_in_the_index() -> None:
+    index = ROOT / "docs" / "README.md"
+    linked = {(index.parent / t.partition("#")[0]).resolve() for t in links(index)}
+    pages = set((ROOT / "docs").glob("*.md")) - {index}
+    assert sorted(p.name for p in pages - linked) == []
 
 
 # --- the front page --------------------------------------------------------
