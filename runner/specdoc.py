@@ -233,6 +233,8 @@ class Walker:
                 sub.intro = resolved.get("description", "")
                 self.walk(f"{path}.{key}", child, sub, "yes" if key in needed else "no")
                 self.sections.append(sub)
+                link = f"[its keys](#{_slug(sub.title)})"
+                section.notes.append(f"{_code(f'{path}.{key}')} {when}: {link}.")
 
     def page(self) -> str:
         """The whole Markdown page."""
@@ -242,13 +244,15 @@ class Walker:
         rest: list[Section] = []
         for key, raw in top["properties"].items():
             node = self.resolve(raw, key)
-            head.rows.append(self.row(key, node, "yes" if key in needed else "no"))
+            cells = self.row(key, node, "yes" if key in needed else "no")
             if self.has_children(node):
                 section = Section(title=f"`{key}`", intro=node.get("description", ""))
+                cells = (f"[{cells[0]}](#{_slug(section.title)})", *cells[1:])
                 before = len(self.sections)
                 self.children(key, node, section)
                 rest += [section, *self.sections[before:]]
                 del self.sections[before:]
+            head.rows.append(cells)
         lines = [
             HEADER,
             "# `mlops.yaml` reference\n",
@@ -308,6 +312,12 @@ def _bounds(node: dict[str, Any]) -> list[str]:
         "at least 1 entries": "at least one entry",
     }
     return [singular.get(o, o) for o in out]
+
+
+def _slug(title: str) -> str:
+    """The anchor GitHub gives a heading: lower case, no punctuation, dashes."""
+    kept = (c for c in title.lower() if c.isalnum() or c in "_- ")
+    return "".join(kept).replace(" ", "-")
 
 
 def _json_type(value: Any) -> str:
