@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runner.framework import SCHEMA, SOURCE_ROOT
 from runner.schema import SCHEMA_PATH
 from runner.write import write_atomic
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = SOURCE_ROOT
 OUTPUT = ROOT / "docs" / "spec-reference.md"
 COMMAND = "make docs"  # what the page and a failing check tell people to run
 HEADER = (
@@ -361,6 +362,10 @@ def main(argv: list[str] | None = None) -> int:
         "--check", action="store_true", help="write nothing; exit 1 if stale"
     )
     args = parser.parse_args(argv)
+    if not (ROOT / SCHEMA).is_file():
+        # Installed from a wheel: there is no docs/ to keep in step.
+        sys.stderr.write(f"{ROOT} is not a checkout of the framework (no {SCHEMA})\n")
+        return 2
     text = render()
     current = OUTPUT.read_text(encoding="utf-8") if OUTPUT.exists() else None
     rel = OUTPUT.relative_to(ROOT)

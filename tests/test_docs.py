@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
+import shutil
 import unicodedata
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,10 @@ def test_check_mode_names_the_command_and_writing_makes_it_pass(
     page = tmp_path / "docs" / "spec-reference.md"
     monkeypatch.setattr(specdoc, "ROOT", tmp_path)
     monkeypatch.setattr(specdoc, "OUTPUT", page)
+    assert specdoc.main(["--check"]) == 2  # no schema/: not a checkout
+    assert "is not a checkout of the framework" in capsys.readouterr().err
+    (tmp_path / "schema").mkdir()
+    shutil.copy(SCHEMA_PATH, tmp_path / "schema")
     assert specdoc.main(["--check"]) == 1
     assert "docs/spec-reference.md is stale: run `make docs`" in capsys.readouterr().err
     assert not page.exists()
