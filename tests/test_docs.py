@@ -230,6 +230,15 @@ def test_every_docs_page_is_in_the_index() -> None:
     assert sorted(p.name for p in pages - linked) == []
 
 
+def test_every_command_of_the_cli_has_a_row_in_the_commands_page() -> None:
+    from runner.cli import parser
+
+    sub = next(a for a in parser()._actions if a.dest == "command")
+    text = (ROOT / "docs" / "commands.md").read_text(encoding="utf-8")
+    rows = set(re.findall(r"^\| `mlops ([a-z]+)", text, flags=re.MULTILINE))
+    assert sorted(set(sub.choices or ()) - rows) == []
+
+
 # --- the front page --------------------------------------------------------
 
 
