@@ -118,13 +118,18 @@ def is_template(root: Path) -> bool:
     return all((root / f).is_file() for f in files)
 
 
+def requirement(install: str | None, version: str) -> str:
+    """What CI installs: `ci.install`, else this very version of the framework."""
+    return install or f"{DISTRIBUTION}=={version}"
+
+
 def installed(install: str | None = None) -> Framework:
     """The running framework, for a repository that installs it."""
     return Framework(
         Mode.INSTALLED,
         version=version(),
         digests={k: digest(SOURCE_ROOT, module_files(k)) for k in sorted(BUILTINS)},
-        install=install or f"{DISTRIBUTION}=={version()}",
+        install=requirement(install, version()),
         constraints=packaged_file(CONSTRAINTS).read_text(encoding="utf-8"),
         dockerfile=packaged_file(TEAM_DOCKERFILE).read_text(encoding="utf-8"),
     )

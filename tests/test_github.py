@@ -21,6 +21,7 @@ from runner import compile as compiler
 from runner import spec as specs
 from runner import write
 from runner.targets import github, pins
+from tests.installed import golden_framework
 from tests.support import REFERENCE, ROOT, run
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -81,7 +82,10 @@ def _tool(name: str) -> str:
 
 
 def _rendered(name: str) -> dict[str, str]:
-    files = compiler.render(specs.load(SPECS[name]))
+    spec = specs.load(SPECS[name])
+    files = compiler.render(
+        spec, framework=golden_framework(name, spec.ci.get("install"))
+    )
     return {p: t for p, t in files.items() if p.startswith(github.WORKFLOWS + "/")}
 
 

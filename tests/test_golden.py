@@ -14,6 +14,7 @@ import pytest
 from runner import compile as compiler
 from runner import deploy_state
 from runner import spec as specs
+from tests.installed import golden_framework
 
 GOLDEN = Path(__file__).parent / "golden"
 CASES = sorted(p.name for p in GOLDEN.iterdir() if (p / "mlops.yaml").exists())
@@ -33,7 +34,8 @@ def _expected_files(case: Path, spec: specs.Spec) -> set[str]:
 def test_compiles_to_golden_files(case: str) -> None:
     folder = GOLDEN / case
     spec = specs.load(folder / "mlops.yaml")
-    rendered = compiler.render_at(spec, folder)
+    framework = golden_framework(case, spec.ci.get("install"))
+    rendered = compiler.render_at(spec, folder, framework)
     if os.environ.get("UPDATE_GOLDEN"):
         if os.environ.get("CI"):
             pytest.fail(

@@ -1,0 +1,303 @@
+"""The framework as a wheel: what it carries, and a team's repository using it.
+
+The end-to-end test builds the wheel, installs it in a fresh venv that cannot
+see this source tree, and runs a hand-written spec in a new git repository.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from runner import compile as compiler
+from runner import framework as fw
+from runner import spec as specs
+from runner.builtins import BUILTINS
+from runner.errors import SpecError
+from runner.targets import github
+from tests.installed import Installed, installed_framework, make_venv
+from tests.support import ROOT
+
+# A tiny binary task: 80 rows, two features, a label any model learns.
+ROWS = 80
+SPEC = """\
+version: 1
+project:
+  name: points
+  task: classification
+  target: label
+  seed: 1
+data:
+  points:
+    path: data/points.csv
+pipeline:
+  ingest:
+    uses: ingest
+    with: {source: points}
+  preprocess:
+    uses: preprocess
+    needs: [ingest]
+    with:
+      split: {method: stratified, test_size: 0.25}
+  train:
+    uses: train
+    needs: [preprocess]
+    with:
+      estimator: sklearn.linear_model.LogisticRegression
+      params: {C: 1.0}
+"""
+# A team's own stages/ folder, as custom stage scripts often live in one: had
+# DVC's command imported it instead of the framework's, train would fail.
+SHADOW = "raise SystemExit(\"the team's stages/train.py ran, not the framework's\")\n"
+
+
+@pytest.fixture(scope="module")
+def framework(tmp_path_factory: pytest.TempPathFactory) -> Installed:
+    return installed_framework(tmp_path_factory)
+
+
+def _team_repo(root: Path, spec: str = SPEC) -> Path:
+    root.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    (root / "data").mkdir()
+    lines = ["x1,x2,label"]
+    for i in range(ROWS):
+        a, b = (i * 37 % ROWS) / ROWS, (i * 11 % ROWS) / ROWS
+        lines.append(f"{a:.4f},{b:.4f},{int(a + b > 1)}")
+    (root / "data" / "points.csv").write_text("\n".join(lines) + "\n")
+    (root / "mlops.yaml").write_text(spec)
+    return root
+
+
+def _params(root: Path) -> dict:
+    return yaml.safe_load((root / "params.yaml").read_text())
+
+
+# -- the wheel's contents ----------------------------------------------------
+
+
+def test_setup_copies_the_files_the_framework_looks_up() -> None:
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    (assign,) = [
+        n
+        for n in tree.body
+        if isinstance(n, ast.Assign) and n.targets[0].id == "PACKAGED_FILES"  # type: ignore[attr-defined]
+    ]
+    assert ast.literal_eval(assign.value) == fw.PACKAGED_FILES
+
+
+def test_the_repository_holds_one_copy_of_each_packaged_file() -> None:
+    tracked = subprocess.run(
+        ["git", "ls-files", "runner/_data"], cwd=ROOT, capture_output=True,
+        text=True, check=True,
+    ).stdout  # fmt: skip
+    assert tracked == ""
+    assert not fw.PACKAGED_DIR.exists()
+    # In a checkout (the dev venv's editable install), the repository's own.
+    for name in fw.PACKAGED_FILES:
+        assert fw.packaged_file(name) == ROOT / name
+
+
+def test_wheel_carries_packaged_files_and_every_stage(framework: Installed) -> None:
+    with zipfile.ZipFile(framework.wheel) as whl:
+        names = set(whl.namelist())
+        for name in fw.PACKAGED_FILES:
+            assert whl.read(f"runner/_data/{name}") == (ROOT / name).read_bytes()
+    for kind in BUILTINS:
+        assert set(BUILTINS[kind].modules) <= names
+    for package in ("stages/monitor", "stages/serving", "runner/targets"):
+        assert f"{package}/__init__.py" in names
+
+
+def test_installed_framework_resolves_inside_its_venv(framework: Installed) -> None:
+    site = framework.site_packages
+    probe = (
+        "import runner, stages, runner.schema as s, runner.framework as f\n"
+        "print(runner.__file__); print(stages.__file__); print(s.SCHEMA_PATH)\n"
+        "print(f.packaged_file(f.CONSTRAINTS)); print(f.stages_dir())\n"
+    )
+    out = framework.run("python", "-c", probe, cwd=site.parent).stdout.split()
+    assert out == [
+        str(site / "runner" / "__init__.py"),
+        str(site / "stages" / "__init__.py"),
+        str(site / "runner" / "_data" / fw.SCHEMA),
+        str(site / "runner" / "_data" / fw.CONSTRAINTS),
+        str(site / "stages"),
+    ]
+
+
+def test_version_is_the_distributions_without_mlflow(framework: Installed) -> None:
+    assert framework.mlops("--version", cwd=framework.venv) == f"mlops {fw.version()}\n"
+    probe = (
+        "import sys\nfrom runner import cli\n"
+        "try:\n    cli.main(['--version'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('mlflow', 'deepchecks', 'dvc') if m in sys.modules))"
+    )
+    out = framework.run("python", "-c", probe, cwd=framework.venv).stdout
+    assert out.splitlines()[-1] == "[]"
+
+
+# -- digests -----------------------------------------------------------------
+
+
+def test_digest_is_deterministic_and_covers_path_and_bytes(tmp_path: Path) -> None:
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "stages" / "a.py").write_text("x = 1\n")
+    (tmp_path / "stages" / "b.py").write_text("y = 2\n")
+    first = fw.digest(tmp_path, ["stages/b.py", "stages/a.py"])
+    assert first == fw.digest(tmp_path, ["stages/a.py", "stages/b.py", "stages/a.py"])
+    assert first != fw.digest(tmp_path, ["stages/a.py"])
+    (tmp_path / "stages" / "b.py").write_text("y = 3\n")
+    assert first != fw.digest(tmp_path, ["stages/b.py", "stages/a.py"])
+
+
+def test_template_mode_needs_every_builtin_module(tmp_path: Path) -> None:
+    assert fw.is_template(ROOT)
+    assert not fw.is_template(tmp_path)
+    for kind in BUILTINS:
+        for rel in BUILTINS[kind].modules:
+            (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / rel).write_text("")
+    assert fw.is_template(tmp_path)
+    (tmp_path / BUILTINS["train"].module).unlink()
+    assert not fw.is_template(tmp_path)
+
+
+# -- ci.install --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["mlops-gitops>=0.1", "mlops-gitops", "git+https://github.com/acme/mlops-gitops@main",
+     "git+https://github.com/acme/mlops-gitops@0123abc", "other==1.0.0"],
+)  # fmt: skip
+def test_unpinned_install_is_refused(value: str) -> None:
+    text = SPEC + f"ci:\n  install: {value!r}\n"
+    with pytest.raises(SpecError) as caught:
+        specs.parse(text, "mlops.yaml")
+    assert caught.value.lines() == [
+        f"mlops.yaml:26:12: ci -> install: {value!r} is not a pinned framework: "
+        "`mlops-gitops==X.Y.Z`, or `git+https://<repository>@<40-hex commit>`"
+    ]
+
+
+def test_pinned_install_reaches_ci_and_the_image(tmp_path: Path) -> None:
+    pin = (
+        "git+https://github.com/acme/mlops-gitops@"
+        + "0123456789abcdef" * 2
+        + "01234567"
+    )
+    spec = specs.parse(SPEC + f"ci:\n  install: {pin}\n")
+    files = compiler.render(spec, framework=compiler.framework_for(spec, tmp_path))
+    assert files[fw.REQUIREMENTS_FILE].splitlines()[-1] == pin
+    packaged = fw.packaged_file(fw.CONSTRAINTS).read_text()
+    assert files[fw.CONSTRAINTS_FILE].endswith(packaged)
+    dockerfile = files[fw.DOCKERFILE_FILE]
+    assert f"-c {fw.CONSTRAINTS_FILE} -r {fw.REQUIREMENTS_FILE}" in dockerfile
+    assert "USER 10001:10001" in dockerfile
+    for name in (github.PULL_REQUEST_FILE, github.MAIN_FILE, github.MONITOR_FILE):
+        workflow = files[name]
+        assert github.INSTALL_FRAMEWORK in workflow
+        assert github.INSTALL not in workflow
+    # The default: this very version of the framework.
+    spec = specs.parse(SPEC)
+    files = compiler.render(spec, framework=compiler.framework_for(spec, tmp_path))
+    assert files[fw.REQUIREMENTS_FILE].splitlines()[-1] == (
+        f"mlops-gitops=={fw.version()}"
+    )
+
+
+def test_template_mode_ignores_install_and_keeps_todays_files(tmp_path: Path) -> None:
+    spec = specs.parse(SPEC + "ci:\n  install: mlops-gitops==9.9.9\n")
+    files = compiler.render(spec, framework=compiler.framework_for(spec, ROOT))
+    assert files == compiler.render(spec)
+    assert not {fw.REQUIREMENTS_FILE, fw.CONSTRAINTS_FILE, fw.DOCKERFILE_FILE} & set(
+        files
+    )
+    stages = yaml.safe_load(files["dvc.yaml"])["stages"]
+    assert stages["train"]["cmd"] == "python -m stages.train train"
+    assert set(BUILTINS["train"].modules) <= set(stages["train"]["deps"])
+    assert fw.PARAMS_KEY not in yaml.safe_load(files["params.yaml"])
+
+
+# -- a team's repository, end to end through the wheel ----------------------
+
+
+def test_team_repository_runs_the_installed_framework(
+    framework: Installed, tmp_path: Path
+) -> None:
+    repo = _team_repo(tmp_path / "team")
+    (repo / "stages").mkdir()
+    (repo / "stages" / "__init__.py").write_text("")
+    (repo / "stages" / "train.py").write_text(SHADOW)
+
+    assert framework.mlops("--version", cwd=repo) == f"mlops {fw.version()}\n"
+    assert framework.mlops("validate", cwd=repo) == "mlops.yaml: valid (3 stages)\n"
+    out = framework.mlops("run", cwd=repo)
+    assert "3 stages, 3 ran" in out, out
+
+    dvc = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    for name in ("ingest", "preprocess", "train"):
+        assert dvc[name]["cmd"] == f"mlops stage {name} {name}"
+        assert f"framework.digests.{name}" in dvc[name]["params"]
+        assert all((repo / dep).exists() for dep in dvc[name]["deps"])
+    params = _params(repo)[fw.PARAMS_KEY]
+    site = framework.site_packages
+    assert params == {
+        "version": fw.version(),
+        "digests": {
+            k: fw.digest(site, BUILTINS[k].modules)
+            for k in ("ingest", "preprocess", "train")
+        },
+    }
+    assert (
+        (repo / fw.REQUIREMENTS_FILE)
+        .read_text()
+        .endswith(f"\nmlops-gitops=={fw.version()}\n")
+    )
+
+    out = framework.mlops("run", cwd=repo)
+    assert "3 stages, 0 ran, 3 unchanged" in out, out
+
+    spec = (repo / "mlops.yaml").read_text()
+    (repo / "mlops.yaml").write_text(spec.replace("{C: 1.0}", "{C: 0.5}"))
+    out = framework.mlops("plan", cwd=repo)
+    assert "1 of 3 stages would run:" in out, out
+    assert "unchanged: ingest, preprocess" in out, out
+    (repo / "mlops.yaml").write_text(spec)
+    assert "0 of 3 stages would run:" in framework.mlops("plan", cwd=repo)
+
+    # An upgrade that changes train's own module, in a venv of its own. The
+    # plan is DVC's own status, what `mlops run` would act on; running train
+    # again would add half a minute and prove nothing more.
+    upgraded = make_venv(tmp_path / "upgraded", framework.wheel)
+    module = upgraded.site_packages / BUILTINS["train"].module
+    module.write_text(module.read_text() + "# the next release\n")
+    out = upgraded.mlops("plan", cwd=repo)
+    assert "1 of 3 stages would run:" in out, out
+    assert "train" in out.split("would run:")[1].split("unchanged")[0]
+    assert "unchanged: ingest, preprocess" in out, out
+    after = _params(repo)[fw.PARAMS_KEY]["digests"]
+    assert after["train"] != params["digests"]["train"]
+    assert {k: after[k] for k in ("ingest", "preprocess")} == {
+        k: params["digests"][k] for k in ("ingest", "preprocess")
+    }
+
+
+def test_same_spec_in_template_mode_keeps_module_deps(
+    framework: Installed, tmp_path: Path
+) -> None:
+    repo = _team_repo(tmp_path / "template")
+    subprocess.run(
+        ["cp", "-r", str(ROOT / "stages"), str(repo / "stages")], check=True
+    )  # fmt: skip
+    framework.mlops("compile", cwd=repo)
+    expected = compiler.render(specs.parse(SPEC))
+    for rel in ("dvc.yaml", "params.yaml"):
+        assert (repo / rel).read_text() == expected[rel]
+    assert not (repo / fw.REQUIREMENTS_FILE).exists()
