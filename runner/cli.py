@@ -41,6 +41,30 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    from runner import init
+
+    opts = init.Options(args.data, args.target, args.name, args.task, args.force)
+    try:
+        init.run(opts, Path.cwd(), say)
+    except init.InitError as exc:
+        print(f"mlops init: {exc}", file=sys.stderr)  # noqa: T201
+        return EXIT_SPEC
+    args.file = init.DEFAULT_SPEC
+    _compiled_repo(args)  # the compile and set-up that `mlops run` does
+    say(init.NEXT)
+    return 0
+
+
+def _init_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from runner import init
+
+    help_text = "write mlops.yaml for a data file and target, set up git and DVC"
+    c = sub.add_parser("init", help=help_text, description=help_text)
+    init.add_flags(c)
+    c.set_defaults(func=cmd_init)
+
+
 def cmd_compile(args: argparse.Namespace) -> int:
     from runner import compile as compiler
 
@@ -301,6 +325,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action=_Version, help="show the version and exit")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _init_parser(sub)
     commands: list[tuple[str, str, Callable[[argparse.Namespace], int]]] = [
         ("validate", "check mlops.yaml and report every problem", cmd_validate),
         ("compile", "write dvc.yaml and params.yaml from mlops.yaml", cmd_compile),
