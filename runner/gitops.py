@@ -44,7 +44,16 @@ def production(root: Path) -> deploy_state.Release | None:
             "could not read the production alias from the registry: "
             + (detail[-1] if detail else f"exit {proc.returncode}")
         )
-    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    lines = proc.stdout.strip().splitlines()
+    try:
+        found = json.loads(lines[-1])
+    except (IndexError, json.JSONDecodeError) as e:
+        # Exit 0 without the JSON line is a fault too, never "no production model".
+        raise RunError(
+            "could not read the production alias from the registry: "
+            f"`python -m stages.production` printed {proc.stdout.strip()[-200:]!r}, "
+            "not one JSON line"
+        ) from e
     if found is None:
         return None
     return deploy_state.Release(

@@ -27,7 +27,7 @@ from datetime import UTC, datetime, time
 from pathlib import Path
 from typing import Any
 
-from stages import common
+from stages import common, lookups
 
 KIND = "history"
 TAG_PREFIX = "mlops.audit."
@@ -161,14 +161,12 @@ def model_entries(client: Any, name: str) -> list[dict[str, Any]]:
     """The audit entries of a registered model (none if it does not exist yet)."""
     from mlflow.exceptions import MlflowException
 
-    from stages import lookups
-
     try:
         return read_entries(client.get_registered_model(name).tags)
     except MlflowException as e:
         if lookups.absent(e):
             return []
-        raise
+        raise lookups.failure(e, f"get_registered_model({name!r})") from e
 
 
 def parse_when(text: str) -> datetime:
@@ -284,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="one JSON entry per line")
     args = ap.parse_args(argv)
     try:
-        return _history(args)
+        return lookups.guarded(_history)(args)
     except common.StageError as e:
         common.warn(KIND, str(e))
         return 1

@@ -25,6 +25,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from stages import tracking
+
 PARAMS_FILE = "params.yaml"
 TRACKING_ENV = "MLFLOW_TRACKING_URI"
 # Tags written by train and read back by register.
@@ -303,8 +305,11 @@ def trusted_types(types: Iterable[str], prefixes: Iterable[str]) -> list[str]:
 def tracking_uri(params: Mapping[str, Any]) -> str:
     """MLflow tracking URI: the environment wins over ``tracking.uri``.
 
-    For a SQLite URI the database's directory is created first.
+    For a SQLite URI the database's directory is created first. Every command
+    asks for it before talking to MLflow, so the client's retries are bounded
+    here too (:func:`stages.tracking.bound_client`).
     """
+    tracking.bound_client()
     uri = os.environ.get(TRACKING_ENV) or (params.get("tracking") or {}).get("uri")
     if not uri:
         uri = "sqlite:///.mlops/mlflow.db"

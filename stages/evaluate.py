@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from stages import common
+from stages import common, lookups
 
 KIND = "evaluate"
 NO_PRODUCTION = "no production model yet"
@@ -126,17 +126,18 @@ def _drop_gate(
 def production_metrics(
     params: Mapping[str, Any], test: pd.DataFrame, names: Sequence[str]
 ) -> dict[str, float] | None:
-    """Score the model holding the production alias, or None if there is none."""
+    """Score the model holding the production alias, or None if there is none.
+
+    None only when the registry says no version holds the alias: a refused or
+    failing look-up raises, so no ``max_drop`` gate passes on a fault.
+    """
     import mlflow
-    from mlflow.exceptions import MlflowException
 
     registry = params.get("registry") or {}
     name = str(registry.get("model") or common.project(params)["name"])
     alias = registry.get("production_alias", "production")
-    client = mlflow.MlflowClient()
-    try:
-        version = client.get_model_version_by_alias(name, alias)
-    except MlflowException:
+    version = lookups.by_alias(mlflow.MlflowClient(), name, alias)
+    if version is None:
         return None
     return version_metrics(params, f"models:/{name}/{version.version}", test, names)
 
@@ -382,7 +383,7 @@ def _run(params: dict[str, Any], stage_id: str, spec: dict[str, Any]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the evaluate stage named by ``argv[0]``."""
-    return common.run_stage(KIND, argv, _run)
+    return common.run_stage(KIND, argv, lookups.guarded(_run))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from stages import audit, common, evaluate, lookups, register
+from stages.lookups import by_alias
 from stages.register import TAG_GATES, TAG_RUN_ID
 
 KIND = "promote"
@@ -68,22 +69,6 @@ def metric_names(params: Mapping[str, Any], spec: Mapping[str, Any]) -> list[str
         if gate.get("metric") not in names:
             names.append(str(gate.get("metric")))
     return names
-
-
-def by_alias(client: Any, name: str, alias: str) -> Any | None:
-    """The model version holding ``alias``, or None when the registry says none does.
-
-    Only the registry's own "does not exist" answers mean absent: a refused
-    (403) or failing (500) look-up must not read as "no production model yet".
-    """
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return client.get_model_version_by_alias(name, alias)
-    except MlflowException as e:
-        if lookups.absent(e, "alias"):
-            return None
-        raise
 
 
 def tag_verdicts(tags: Mapping[str, str]) -> dict[str, Any]:
@@ -217,6 +202,10 @@ def commit_version(
     try:
         version = client.get_model_version(reg.model, number)
     except MlflowException as e:
+        if not lookups.absent(e):
+            raise lookups.failure(
+                e, f"get_model_version({reg.model!r}, {number!r})"
+            ) from e
         raise common.StageError(
             f"{reg.model} version {number} ({source}) is not in the registry at "
             f"{uri}: it was registered in another MLflow store. "
@@ -250,6 +239,39 @@ def score_and_gate(
     for g in verdicts["gates"]:
         common.say(KIND, f"gate {'PASS' if g['passed'] else 'FAIL'}: {g['detail']}")
     return cand, prod, verdicts
+
+
+def move_alias(client: Any, reg: Registry, version: str, previous: str | None) -> None:
+    """Point the production alias at ``version``, or fail saying where it is.
+
+    A failed call may still have moved the alias (the server acted, its answer
+    was lost), so the alias is read back before deciding what happened.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.set_registered_model_alias(reg.model, reg.production, version)
+    except MlflowException as e:
+        call = f"set_registered_model_alias({reg.model!r}, {reg.production!r})"
+        error = lookups.failure(e, call)
+        try:
+            now = by_alias(client, reg.model, reg.production)
+        except common.StageError as again:
+            raise common.StageError(
+                f"{error}; reading @{reg.production} back failed too, so it may "
+                f"name version {version} or {_v(previous)}: check it before "
+                f"promoting again ({again})"
+            ) from e
+        held = str(now.version) if now is not None else None
+        if held != version:
+            raise common.StageError(
+                f"{error}; @{reg.production} names {_v(held)}, as before"
+                if held == previous
+                else f"{error}; @{reg.production} now names {_v(held)}"
+            ) from e
+        common.warn(
+            KIND, f"{call} failed, but the alias names version {version}: it moved"
+        )
 
 
 def promote(params: Mapping[str, Any], client: Any) -> int:
@@ -300,7 +322,7 @@ def promote(params: Mapping[str, Any], client: Any) -> int:
             client, entry, when, f"refused {_v(entry['version'])}: gates failed"
         )
     # The one write that changes what serves; everything above may fail freely.
-    client.set_registered_model_alias(reg.model, reg.production, candidate.version)
+    move_alias(client, reg, str(candidate.version), previous)
     common.say(
         KIND,
         f"promoted {reg.model} version {candidate.version} to @{reg.production} "
@@ -311,8 +333,9 @@ def promote(params: Mapping[str, Any], client: Any) -> int:
     except Exception as e:
         # The promotion happened; make sure its record survives in the CI log.
         sys.stderr.write(audit.encode(entry) + "\n")
+        why = lookups.failure(e) if isinstance(e, lookups.faults()) else e
         raise common.StageError(
-            f"promoted, but the audit entry was not saved: {e}"
+            f"promoted, but the audit entry (the line above) was not saved: {why}"
         ) from e
     common.say(KIND, f"audit entry {audit.tag_key(when)} and {audit.LOG_FILE}")
     common.say(KIND, git_tag(f"{reg.model}@v{candidate.version}"))
@@ -330,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
 
         params = common.load_params()
         mlflow.set_tracking_uri(common.tracking_uri(params))
-        return promote(params, mlflow.MlflowClient())
+        return lookups.guarded(promote)(params, mlflow.MlflowClient())
     except common.StageError as e:
         common.warn(KIND, str(e))
         return 1

@@ -2,7 +2,9 @@
 
 The alias (default ``registry.candidate_alias``) is set only when every gate
 passed. Re-running for the same training run reuses its version instead of
-creating a new one.
+creating a new one, and deletes any later copy of it that a retried request
+left (one run, one version). A registry that cannot be read fails the stage:
+it is never taken for an empty one.
 
 The pipeline is also converted to ONNX and checked on the whole test split
 (:mod:`stages.onnx_export`). A converted graph is written to the ``onnx``
@@ -20,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from stages import common, onnx_export
+from stages import common, lookups, onnx_export
 
 KIND = "register"
 TAG_RUN_ID = "mlops.run_id"
@@ -60,17 +62,56 @@ def onnx_tags(result: onnx_export.Export) -> dict[str, str]:
     return tags
 
 
-def _existing_version(client: Any, name: str, run_id: str) -> Any | None:
+def _versions_of(client: Any, name: str, run_id: str) -> list[Any]:
+    """The versions of ``name`` registered from ``run_id``, oldest first.
+
+    A model not registered yet has none. Any other failure raises: reading it
+    as "none" would register the same run a second time.
+    """
     from mlflow.exceptions import MlflowException
 
+    query = f"name='{name}'"
     try:
-        versions = client.search_model_versions(f"name='{name}'")
-    except MlflowException:
-        return None
-    for v in versions:
-        if (v.tags or {}).get(TAG_RUN_ID) == run_id:
-            return v
-    return None
+        versions = client.search_model_versions(query)
+    except MlflowException as e:
+        if lookups.absent(e):
+            return []
+        raise lookups.failure(e, f"search_model_versions({query!r})") from e
+    mine = [v for v in versions if (v.tags or {}).get(TAG_RUN_ID) == run_id]
+    return sorted(mine, key=lambda v: int(v.version))
+
+
+def _existing_version(client: Any, name: str, run_id: str) -> Any | None:
+    """The version already registered from ``run_id``, or None."""
+    found = _versions_of(client, name, run_id)
+    return found[0] if found else None
+
+
+def _drop_duplicates(client: Any, name: str, run_id: str, keep: Any) -> None:
+    """Delete later versions of the same run that hold no alias.
+
+    MLflow's client retries a create whose answer was lost (a 500 from a proxy
+    after the server acted, a dropped connection), so one run can end up with
+    several versions; the first one is the run's version, the rest are copies.
+    """
+    for found in _versions_of(client, name, run_id):
+        if str(found.version) == str(keep.version):
+            continue
+        # A search leaves out aliases; the version itself says which it holds.
+        v = client.get_model_version(name, found.version)
+        if v.aliases:
+            common.warn(
+                KIND,
+                f"{name} version {v.version} is a second copy of run {run_id} but "
+                f"holds @{', @'.join(v.aliases)}: left in place",
+            )
+            continue
+        client.delete_model_version(name, v.version)
+        common.warn(
+            KIND,
+            f"deleted {name} version {v.version}: a copy of version {keep.version} "
+            f"(run {run_id}) left by a retried request",
+        )
 
 
 def _export_onnx(params: dict[str, Any], spec: dict[str, Any]) -> onnx_export.Export:
@@ -153,9 +194,12 @@ def _run(params: dict[str, Any], stage_id: str, spec: dict[str, Any]) -> int:
     reused = version is not None
     if version is None:
         model_uri = run.get("model_uri") or f"runs:/{run['run_id']}/model"
+        # Created with every tag at once: a version never exists half-tagged.
         version = mlflow.register_model(model_uri, name, tags=tags)
+        version = _existing_version(client, name, run["run_id"]) or version
     else:
         _retag(client, name, version, tags)
+    _drop_duplicates(client, name, run["run_id"], version)
     passed = bool(gates.get("passed"))
     if passed:
         client.set_registered_model_alias(name, alias, version.version)
@@ -187,7 +231,7 @@ def _run(params: dict[str, Any], stage_id: str, spec: dict[str, Any]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the register stage named by ``argv[0]``."""
-    return common.run_stage(KIND, argv, _run)
+    return common.run_stage(KIND, argv, lookups.guarded(_run))
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ def _version(client: Any, model: str, number: str) -> Any:
     except MlflowException as e:
         if lookups.absent(e):
             raise common.StageError(f"{model} has no version {number}") from e
-        raise
+        raise lookups.failure(e, f"get_model_version({model!r}, {number!r})") from e
 
 
 def rollback(params: Mapping[str, Any], client: Any, to: str | None) -> int:
@@ -80,7 +80,7 @@ def rollback(params: Mapping[str, Any], client: Any, to: str | None) -> int:
         verdicts=promote.tag_verdicts(tags),
     )
     entry["run_id"] = tags.get(TAG_RUN_ID) or version.run_id
-    client.set_registered_model_alias(reg.model, reg.production, number)
+    promote.move_alias(client, reg, number, current)
     common.say(
         KIND,
         f"rolled {reg.model} @{reg.production} back from version {current} to "
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
 
         params = common.load_params()
         mlflow.set_tracking_uri(common.tracking_uri(params))
-        return rollback(params, mlflow.MlflowClient(), args.to)
+        return lookups.guarded(rollback)(params, mlflow.MlflowClient(), args.to)
     except common.StageError as e:
         common.warn(KIND, str(e))
         return 1

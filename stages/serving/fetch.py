@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from stages import common, deploy, onnx_export, promote
+from stages import common, deploy, lookups, onnx_export, promote
 from stages.register import (
     ONNX_ARTIFACT,
     ONNX_ARTIFACT_DIR,
@@ -70,6 +70,10 @@ def resolve(client: Any, params: Mapping[str, Any], version: str | None) -> Any:
         try:
             return client.get_model_version(reg.model, str(version))
         except MlflowException as e:
+            if not lookups.absent(e):
+                raise lookups.failure(
+                    e, f"get_model_version({reg.model!r}, {str(version)!r})"
+                ) from e
             raise common.StageError(
                 f"{reg.model} has no version {version} in the registry at "
                 f"{common.tracking_uri(params)}"
@@ -203,6 +207,7 @@ def choose_onnx(
     return onnx, {**status, "served": True}
 
 
+@lookups.guarded
 def prepare(
     params: Mapping[str, Any], version: str | None = None, cache: Path = CACHE
 ) -> tuple[dict[str, Any], Any]:
