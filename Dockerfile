@@ -20,7 +20,9 @@ COPY schema ./schema
 # the registered model's name, the server settings and the estimator allow-list
 # from this copy, and fetches the version its manifest names from MLflow.
 COPY mlops.yaml ./
-# Editable, so that runner finds schema/ beside it as in a checkout.
+# This repository's own image (template mode: Argo tasks run the stages/ of
+# the commit they clone). A team's repository builds mlops.Dockerfile instead,
+# which `mlops compile` writes from Dockerfile.team.
 RUN pip install --no-cache-dir -c constraints.txt -e . \
     && mkdir /workspace && chown 10001:10001 /workspace
 

@@ -189,10 +189,13 @@ def run_module(root: Path, module: str, args: list[str]) -> int:
     On Ctrl-C the module gets the interrupt too; wait for it to stop what it
     started instead of killing it, which would orphan a model server.
     """
-    from runner import engine
+    from runner import engine, framework
 
+    # Outside a copy of the framework's repository, -P keeps a folder of the
+    # repository (a team's own stages/) from shadowing the installed package.
+    safe = [] if framework.is_template(root) else ["-P"]
     with subprocess.Popen(
-        [sys.executable, "-m", f"stages.{module}", *args], cwd=root,
+        [sys.executable, *safe, "-m", f"stages.{module}", *args], cwd=root,
         env=engine.environment(),
     ) as proc:  # fmt: skip
         previous = _forward_sigterm(proc)

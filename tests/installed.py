@@ -165,7 +165,13 @@ def make_venv(path: Path, wheel: Path) -> Installed:
 def installed_framework(factory: pytest.TempPathFactory) -> Installed:
     """The session's shared venv with the wheel installed, built once for all
     xdist workers of this run. Do not modify it: use make_venv for that."""
-    shared = factory.getbasetemp().parent / CACHE_DIR
+    base = factory.getbasetemp()
+    # An xdist worker's basetemp is popen-gwN inside this run's own folder,
+    # which all workers share; without xdist that folder is basetemp itself
+    # (its parent holds every run's, so a cache there would outlive the run).
+    shared = (
+        base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    ) / CACHE_DIR
     with _locked(shared / "lock"):
         done = shared / "ready"
         venv = shared / "venv"

@@ -263,6 +263,10 @@ def test_team_repository_runs_the_installed_framework(
 
     out = framework.mlops("run", cwd=repo)
     assert "3 stages, 0 ran, 3 unchanged" in out, out
+    # A release command runs its module from the installed package too.
+    assert framework.mlops("history", cwd=repo) == (
+        "no promotions of points recorded yet\n"
+    )
 
     spec = (repo / "mlops.yaml").read_text()
     (repo / "mlops.yaml").write_text(spec.replace("{C: 1.0}", "{C: 0.5}"))
