@@ -119,9 +119,8 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def build_wheel(dest: Path) -> Path:
-    """Build the framework's wheel from a copy of its files; return its path."""
-    src = dest / "src"
+def copy_sources(src: Path) -> Path:
+    """The files the distribution is built from, copied to src."""
     shutil.rmtree(src, ignore_errors=True)
     src.mkdir(parents=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
@@ -130,6 +129,12 @@ def build_wheel(dest: Path) -> Path:
             shutil.copytree(ROOT / name, src / name, ignore=ignore)
         else:
             shutil.copy2(ROOT / name, src / name)
+    return src
+
+
+def build_wheel(dest: Path) -> Path:
+    """Build the framework's wheel from a copy of its files; return its path."""
+    src = copy_sources(dest / "src")
     out = dest / "dist"
     shutil.rmtree(out, ignore_errors=True)
     subprocess.run(

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ast
 import subprocess
+import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from runner import spec as specs
 from runner.builtins import BUILTINS
 from runner.errors import SpecError
 from runner.targets import github
-from tests.installed import Installed, installed_framework, make_venv
+from tests.installed import Installed, copy_sources, installed_framework, make_venv
 from tests.support import ROOT
 
 # A tiny binary task: 80 rows, two features, a label any model learns.
@@ -112,6 +114,18 @@ def test_wheel_carries_packaged_files_and_every_stage(framework: Installed) -> N
         assert set(BUILTINS[kind].modules) <= names
     for package in ("stages/monitor", "stages/serving", "runner/targets"):
         assert f"{package}/__init__.py" in names
+
+
+def test_sdist_carries_what_the_wheel_is_built_from(tmp_path: Path) -> None:
+    src = copy_sources(tmp_path / "src")
+    build = "from setuptools import build_meta as b; print(b.build_sdist('dist'))"
+    name = subprocess.run(
+        [sys.executable, "-c", build], cwd=src, capture_output=True, text=True,
+        check=True,
+    ).stdout.split()[-1]  # fmt: skip
+    with tarfile.open(src / "dist" / name) as sdist:
+        names = {n.split("/", 1)[1] for n in sdist.getnames() if "/" in n}
+    assert {*fw.PACKAGED_FILES, "setup.py", "pyproject.toml"} <= names
 
 
 def test_installed_framework_resolves_inside_its_venv(framework: Installed) -> None:
