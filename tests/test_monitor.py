@@ -74,6 +74,50 @@ def test_ks_statistic_is_scipys_on_ties_and_unequal_sizes() -> None:
         assert drift.ks_statistic(a, b) == pytest.approx(stats.ks_2samp(a, b).statistic)
 
 
+def test_a_numeric_columns_score_is_scipys_ks_without_its_nulls() -> None:
+    # score_column finds the nulls itself (one isnan, no copy without any):
+    # the statistic must still be scipy's on the non-null values, ties and all.
+    rng = np.random.default_rng(11)
+    for n, m, nulls in ((3000, 20000, 0.1), (5000, 800, 0.0), (400, 400, 0.5)):
+        a, b = rng.normal(0, 1, n).round(2), rng.normal(0.1, 1.2, m).round(1)
+        a[rng.random(n) < nulls], b[rng.random(m) < nulls / 2] = np.nan, np.nan
+        for ref, new in ((a, b), (b, a), (a.astype(np.float32), b)):
+            s = drift.score_column("x", pd.Series(ref), pd.Series(new), 0.2, 10)
+            want = stats.ks_2samp(ref[~np.isnan(ref)], new[~np.isnan(new)])
+            assert s.score == pytest.approx(want.statistic, abs=1e-12, rel=0)
+            assert s.reference_count == int((~np.isnan(ref)).sum())
+            assert s.current_null_share == pytest.approx(np.isnan(new).mean())
+    whole = pd.Series(rng.integers(0, 9, 500))
+    nullable = pd.Series(pd.array([1, None, 3] * 100, dtype="Int64"))
+    s = drift.score_column("n", whole, nullable, 0.2, 10)
+    assert s.current_count == 200 and s.current_null_share == pytest.approx(1 / 3)
+    want = stats.ks_2samp(whole.to_numpy(float), [1.0, 3.0] * 100).statistic
+    assert s.score == pytest.approx(want, abs=1e-12, rel=0)
+    empty = drift.score_column("n", pd.Series(dtype=float), whole, 0.2, 10)
+    assert empty.reason == "no non-null values in the reference data"
+    assert empty.reference_null_share == 0.0
+
+
+def test_categories_score_the_same_as_text_category_or_mixed_values() -> None:
+    rng = np.random.default_rng(12)
+    ref = pd.Series(rng.choice(["a", "b", "c", None], 4000, p=[0.5, 0.2, 0.2, 0.1]))
+    cur = pd.Series(rng.choice(["a", "b", "c", None], 9000, p=[0.3, 0.3, 0.3, 0.1]))
+    text = drift.score_column("c", ref, cur, 0.2, 10)
+    assert text.current_count == cur.notna().sum()
+    assert text.current_null_share == pytest.approx(cur.isna().mean())
+    # Unused levels of a pandas category are not categories of the data.
+    as_category = cur.astype(pd.CategoricalDtype(["a", "b", "c", "unused"]))
+    for other in (as_category, cur.map({"a": "a", "b": "b", "c": "c"})):
+        again = drift.score_column("c", ref, other, 0.2, 10)
+        assert again.score == pytest.approx(text.score, abs=1e-12, rel=0)
+    # Numbers on one side, text on the other: compared as text, 1 meets "1".
+    numbers = pd.Series([1, 2, 2, 2] * 100)
+    texts = pd.Series(["1", "2", "1", None] * 50, dtype=object)
+    s = drift.score_column("k", numbers, texts, 0.2, 10, kind=drift.CATEGORICAL)
+    want = drift.cramers_v(numbers.astype(str), texts.dropna())
+    assert s.score == pytest.approx(want, abs=1e-12, rel=0) and want > 0.1
+
+
 def test_cramers_v_is_zero_for_the_same_shares_and_near_one_when_disjoint() -> None:
     same = pd.Series(["a", "b"] * 500)
     assert drift.cramers_v(same, same.iloc[::-1]) == 0.0
@@ -430,6 +474,30 @@ def test_types_inferred_from_the_first_lines_still_read_every_later_line(
     path.write_text(path.read_text() + json.dumps(late) + "\n")
     assert logread._read_arrow(path, None) is None
     assert len(logread.read(path, None).frame) == 101
+
+
+def test_outputs_typed_from_the_first_lines_or_inferred_when_they_are_null(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stages.monitor import logread
+
+    monkeypatch.setattr(logread, "SAMPLE_BYTES", 2000)
+    path = tmp_path / "predictions-a-1.jsonl"
+    lines = [json.loads(_line(i, [{"x": 0.5 + i, "colour": "red"}])) for i in range(60)]
+    for line in lines[:30]:  # the sample's outputs are null: they stay inferred
+        line["outputs"] = [None]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    sampled = logread._sampled_schema(path, pa.schema([("time", pa.string())]))
+    assert "outputs" not in sampled.names
+    fast = logread._read_arrow(path, None)
+    assert fast is not None and fast.predictions.isna().sum() == 30
+    assert fast.predictions[30:].eq(1).all()
+    # Typed from the sample (whole numbers), a later text answer does not fit
+    # the fast read: the line reader keeps every row and answer.
+    lines[-1]["outputs"] = ["yes"]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines[30:]))
+    assert logread._read_arrow(path, None) is None
+    assert logread.read(path, None).predictions.tolist() == [1] * 29 + ["yes"]
 
 
 def test_a_source_under_data_is_read_with_ingests_readers(tmp_path: Path) -> None:

@@ -16,7 +16,9 @@ than ``min_rows`` non-null values on either side is not scored, and says why.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -74,7 +76,10 @@ class Verdict:
 
 def kind_of(series: pd.Series) -> str:
     """Numeric unless the column is boolean or not a number at all."""
-    dtype = series.dtype
+    return _kind_of_dtype(series.dtype)
+
+
+def _kind_of_dtype(dtype: Any) -> str:
     api = pd.api.types
     return (
         NUMERIC
@@ -103,21 +108,31 @@ def ks_statistic(reference: np.ndarray, current: np.ndarray) -> float:
     return float(max(np.abs(a_le - b_le).max(), np.abs(a_lt - b_lt).max()))
 
 
-def _shares(values: pd.Series) -> pd.Series:
-    return values.value_counts(normalize=True, sort=False)
-
-
 def cramers_v(reference: pd.Series, current: pd.Series) -> float:
     """Bias-corrected Cramer's V of "which sample" against the category.
 
     Both samples are scaled to the smaller one's size ``m``; with equal rows
     chi-squared is ``m * sum((p - q)**2 / (p + q))`` over the categories.
     """
-    p, q = _shares(reference).align(_shares(current), fill_value=0.0)
+    return _cramers_v(_counts(reference), _counts(current))
+
+
+def _counts(values: pd.Series) -> pd.Series:
+    """How often each value occurs, nulls left out; only values that occur
+    (a pandas category's unused levels count as absent, as in text)."""
+    counts = values.value_counts(dropna=True, sort=False)
+    return (
+        counts[counts > 0] if isinstance(values.dtype, pd.CategoricalDtype) else counts
+    )
+
+
+def _cramers_v(reference: pd.Series, current: pd.Series) -> float:
+    """:func:`cramers_v` from each sample's counts per category."""
+    p, q = (reference / reference.sum()).align(current / current.sum(), fill_value=0.0)
     k = len(p)
     if k < 2:  # noqa: PLR2004 - one category on both sides: nothing moved
         return 0.0
-    m = min(len(reference), len(current))
+    m = int(min(reference.sum(), current.sum()))
     n = 2 * m
     total = (p + q).to_numpy()
     diff = (p - q).to_numpy()
@@ -129,14 +144,51 @@ def cramers_v(reference: pd.Series, current: pd.Series) -> float:
     return float(np.sqrt(phi2corr / min(kcorr - 1, rcorr - 1)))
 
 
-def _comparable(reference: pd.Series, current: pd.Series) -> tuple[pd.Series, ...]:
+def _as_text(counts: pd.Series) -> pd.Series:
+    """The counts of the values written as text (``1`` and ``"1"`` merge)."""
+    return counts.groupby(counts.index.astype(str), sort=False).sum()
+
+
+@dataclass(frozen=True)
+class _Side:
+    """One side of a column, read once: its non-null values (numbers) or
+    counts per category, how many there are, and the share of nulls."""
+
+    dtype: Any
+    count: int
+    null_share: float
+    numbers: np.ndarray | None = None
+    counts: pd.Series | None = None
+
+
+def _side(series: pd.Series, kind: str) -> _Side:
+    size, dtype = len(series), series.dtype
+    if kind == NUMERIC and isinstance(dtype, np.dtype) and dtype.kind in "fiu":
+        values = series.to_numpy()
+        if dtype.kind != "f":  # numpy integers have no nulls
+            return _Side(dtype, size, 0.0, numbers=values)
+        missing = np.isnan(values)
+        nulls = int(missing.sum())
+        kept = values[~missing] if nulls else values
+        return _Side(dtype, size - nulls, nulls / size if size else 0.0, numbers=kept)
+    if kind == NUMERIC:
+        present = series.dropna()
+        share = float(series.isna().mean()) if size else 0.0
+        return _Side(dtype, len(present), share, numbers=present.to_numpy())
+    counts = _counts(series)
+    count = int(counts.sum())
+    return _Side(dtype, count, (size - count) / size if size else 0.0, counts=counts)
+
+
+def _comparable(ref: _Side, cur: _Side) -> tuple[pd.Series, pd.Series]:
     """Categories compare by value when both sides are numbers, else as text."""
     api = pd.api.types
-    if api.is_numeric_dtype(reference.dtype) and api.is_numeric_dtype(current.dtype):
-        return reference, current
-    if api.is_object_dtype(reference.dtype) and api.is_object_dtype(current.dtype):
-        return reference, current  # text on both sides already: no copies
-    return reference.astype(str), current.astype(str)
+    assert ref.counts is not None and cur.counts is not None  # noqa: S101 - categorical
+    if api.is_numeric_dtype(ref.dtype) and api.is_numeric_dtype(cur.dtype):
+        return ref.counts, cur.counts
+    if api.is_object_dtype(ref.dtype) and api.is_object_dtype(cur.dtype):
+        return ref.counts, cur.counts  # text on both sides already
+    return _as_text(ref.counts), _as_text(cur.counts)
 
 
 def score_column(
@@ -148,43 +200,45 @@ def score_column(
     *,
     kind: str | None = None,
 ) -> Score:
-    """Score one column; ``kind`` defaults to the reference's."""
+    """Score one column; ``kind`` defaults to the reference's.
+
+    Each side is read once (:func:`_side`): a float column's nulls are found
+    with one ``isnan`` and no copy is made when there are none, and a text
+    column is counted by category once, not copied without its nulls first.
+    """
     kind = kind or kind_of(reference)
-    ref, cur = reference.dropna(), current.dropna()
+    ref, cur = _side(reference, kind), _side(current, kind)
     base: dict[str, Any] = {
         "name": name,
         "kind": kind,
         "method": METHODS[kind],
         "threshold": threshold,
-        "reference_count": len(ref),
-        "current_count": len(cur),
-        "reference_null_share": _null_share(reference),
-        "current_null_share": _null_share(current),
+        "reference_count": ref.count,
+        "current_count": cur.count,
+        "reference_null_share": ref.null_share,
+        "current_null_share": cur.null_share,
     }
     reason = _unscorable(ref, cur, kind, min_rows)
     if reason is not None:
         return Score(score=None, drifted=False, reason=reason, **base)
     if kind == NUMERIC:
-        value = ks_statistic(ref.to_numpy(), cur.to_numpy())
+        assert ref.numbers is not None and cur.numbers is not None  # noqa: S101
+        value = ks_statistic(ref.numbers, cur.numbers)
     else:
-        value = cramers_v(*_comparable(ref, cur))
+        value = _cramers_v(*_comparable(ref, cur))
     return Score(score=value, drifted=value > threshold, **base)
 
 
-def _null_share(series: pd.Series) -> float:
-    return float(series.isna().mean()) if len(series) else 0.0
-
-
-def _unscorable(ref: pd.Series, cur: pd.Series, kind: str, min_rows: int) -> str | None:
+def _unscorable(ref: _Side, cur: _Side, kind: str, min_rows: int) -> str | None:
     for side, values in (("current", cur), ("reference", ref)):
-        if len(values) == 0:
+        if values.count == 0:
             return f"no non-null values in the {side} data"
-        if len(values) < min_rows:
+        if values.count < min_rows:
             return (
-                f"{len(values)} non-null values in the {side} data, fewer than "
+                f"{values.count} non-null values in the {side} data, fewer than "
                 f"monitoring.min_rows ({min_rows})"
             )
-    if kind == NUMERIC and kind_of(cur) != NUMERIC:
+    if kind == NUMERIC and _kind_of_dtype(cur.dtype) != NUMERIC:
         return f"numeric in the reference, {cur.dtype} in the current data"
     return None
 
@@ -235,13 +289,18 @@ def check_features(
     problems = batch_problems(reference, current, thresholds.min_rows)
     if problems:
         return problems, []
-    scores = [
-        score_column(
-            str(c), reference[c], current[c], thresholds.of(str(c)), thresholds.min_rows
-        )
-        for c in reference.columns
-    ]
-    return [], scores
+
+    def one(column: Any) -> Score:
+        name = str(column)
+        return score_column(
+            name, reference[column], current[column], thresholds.of(name),
+            thresholds.min_rows,
+        )  # fmt: skip
+
+    # numpy sorts without the GIL: the columns' sorts run on every core.
+    workers = min(len(reference.columns), os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=max(workers, 1)) as pool:
+        return [], list(pool.map(one, reference.columns))
 
 
 def verdict(problems: list[str], scores: list[Score]) -> Verdict:
