@@ -20,7 +20,7 @@ from runner import cli, init, initspec
 from runner import spec as specs
 from runner.write import HEADER
 from tests.installed import Installed, installed_framework
-from tests.support import ROOT, TEST_ENV
+from tests.support import ROOT, TEST_ENV, dvc
 
 RNG = np.random.default_rng(3)
 N = 120
@@ -314,14 +314,31 @@ def test_a_new_folder_becomes_a_repository(
     root = tmp_path / "Fresh Folder"
     (root / "data").mkdir(parents=True)
     _prices().to_parquet(root / "data" / "homes.parquet")
-    code, out, err = _init(root, monkeypatch, "--data", "data/homes.parquet",
-                           "--target", "price")  # fmt: skip
+    data = str(root / "data" / "homes.parquet")  # absolute, inside the folder
+    code, out, err = _init(root, monkeypatch, "--data", data, "--target", "price")
     assert code == 0, err
     assert out.startswith("initialised git\n")
     assert (root / ".git").is_dir() and (root / ".dvc").is_dir()
     spec = specs.load(root / "mlops.yaml")
     assert spec.project.name == "fresh-folder"
     assert spec.data == {"homes": {"path": "data/homes.parquet"}}
+
+
+def test_dvc_sees_only_the_pipeline_not_fixtures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = _repo(tmp_path, _prices())
+    code, _, err = _init(
+        root, monkeypatch, "--data", "data/table.csv", "--target", "price"
+    )
+    assert code == 0, err
+    fixture = root / "tests" / "golden" / "case" / "dvc.yaml"
+    fixture.parent.mkdir(parents=True)
+    fixture.write_text("stages:\n  train:\n    cmd: echo a fixture\n")
+    listed = dvc("stage", "list", "--all", cwd=root).stdout
+    assert [line.split()[0] for line in listed.splitlines()] == [
+        "ingest", "validate", "preprocess", "train", "evaluate", "register",
+    ], listed  # fmt: skip
 
 
 def test_help_imports_no_heavy_library() -> None:
