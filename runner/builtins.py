@@ -13,8 +13,9 @@ from enum import Enum
 
 ARTIFACTS_DIR = "artifacts"
 STAGES_PACKAGE = "stages"
-# Every built-in stage imports this module too, so a change to it re-runs them.
-COMMON_MODULE = f"{STAGES_PACKAGE}/common.py"
+# Every built-in stage imports common, and common imports tracking (MLflow's
+# client settings), so a change to either re-runs them all.
+SHARED_MODULES = ("common", "tracking")
 
 
 class Kind(Enum):
@@ -47,7 +48,8 @@ class Builtin:
     name: str
     inputs: tuple[Input, ...]
     outputs: tuple[Output, ...]
-    # Other modules of the stages package the stage imports (besides common).
+    # Other modules of the stages package its code imports, directly or
+    # through another (besides the shared ones).
     helpers: tuple[str, ...] = ()
 
     @property
@@ -58,7 +60,8 @@ class Builtin:
     def modules(self) -> tuple[str, ...]:
         """The stage's own code: a change to any of it re-runs the stage."""
         helpers = (f"{STAGES_PACKAGE}/{h}.py" for h in self.helpers)
-        return (self.module, *helpers, COMMON_MODULE)
+        shared = (f"{STAGES_PACKAGE}/{m}.py" for m in SHARED_MODULES)
+        return (self.module, *helpers, *shared)
 
 
 def _o(role: str, filename: str, kind: Kind = Kind.OUT) -> Output:
@@ -112,6 +115,8 @@ BUILTINS: dict[str, Builtin] = {
                 _o("plots", "plots", Kind.PLOTS),
                 _o("evaluation_report", "deepchecks.html"),
             ),
+            # The production model's metrics, for max_drop gates.
+            helpers=("lookups",),
         ),
         Builtin(
             "register",
@@ -126,7 +131,7 @@ BUILTINS: dict[str, Builtin] = {
             # model.onnx is always written (empty when the model did not
             # convert): DVC needs every declared output to exist.
             (_o("registered", "registered.json"), _o("onnx", "model.onnx")),
-            helpers=("onnx_export",),
+            helpers=("lookups", "onnx_export"),
         ),
     )
 }

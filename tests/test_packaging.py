@@ -170,6 +170,32 @@ def test_digest_is_deterministic_and_covers_path_and_bytes(tmp_path: Path) -> No
     assert first != fw.digest(tmp_path, ["stages/b.py", "stages/a.py"])
 
 
+def _stage_imports(rel: str) -> set[str]:
+    """Modules of the stages package a file imports, as paths."""
+    found = set()
+    for node in ast.walk(ast.parse((ROOT / rel).read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module == "stages":
+            found |= {f"stages/{alias.name}.py" for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+            "stages."
+        ):
+            found.add(f"{node.module.replace('.', '/')}.py")  # type: ignore[union-attr]
+    return {f for f in found if (ROOT / f).is_file()}
+
+
+@pytest.mark.parametrize("kind", sorted(BUILTINS))
+def test_digest_covers_every_module_a_stage_imports(kind: str) -> None:
+    # Transitively: a stage runs the code of what its imports import, too.
+    seen: set[str] = set()
+    todo = [BUILTINS[kind].module]
+    while todo:
+        rel = todo.pop()
+        if rel not in seen:
+            seen.add(rel)
+            todo.extend(_stage_imports(rel))
+    assert seen == set(BUILTINS[kind].modules)
+
+
 def test_template_mode_needs_every_builtin_module(tmp_path: Path) -> None:
     assert fw.is_template(ROOT)
     assert not fw.is_template(tmp_path)
