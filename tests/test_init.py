@@ -381,3 +381,14 @@ def test_validate_and_run_pass_right_after_init(
     assert framework.mlops("compile", "--check", cwd=root) == (
         "generated files are up to date\n"
     )
+
+
+def test_column_names_yaml_would_misread_are_quoted() -> None:
+    names = ["on", "a: b", "#tag", "null", "1.5", "size (m²)", "- x"]
+    frame = pd.DataFrame({n: RNG.normal(0, 1, 30) for n in names})
+    frame["yes"] = RNG.choice(["no", "yes"], 30)
+    text = initspec.render(_look(frame), "yes", "quoting", "classification", "why")
+    spec = specs.parse(text)
+    assert spec.project.target == "yes"
+    assert list(spec.stage("validate").settings["columns"]) == [*names, "yes"]
+    assert spec.stage("validate").settings["columns"]["yes"]["allowed"] == ["no", "yes"]
