@@ -114,6 +114,8 @@ def data_path(root: Path, data: str) -> str:
         )
     if not path.is_file():
         what = "a folder, not a file" if path.is_dir() else "no such file"
+        if path.with_name(path.name + ".dvc").is_file():
+            what += f" (DVC tracks it: `dvc pull {path.name}.dvc` first)"
         raise InitError(f"--data {data}: {what}")
     return path.relative_to(root).as_posix()
 

@@ -160,7 +160,10 @@ def profile(series: pd.Series, *, target: bool, task: str) -> Column:
     if (kind in ("category", "boolean") or (target and task == CLASSIFICATION)) and (
         distinct <= max(MAX_ALLOWED, MAX_CLASSES)
     ):
-        rule["allowed"] = sorted(values.unique().tolist())
+        # Sorted by type first: a CSV column can mix numbers and text.
+        rule["allowed"] = sorted(
+            values.unique().tolist(), key=lambda v: (type(v).__name__, v)
+        )
         seen = f"{distinct} values seen, {_share(nulls, rows)}"
     if not target and distinct == rows and rows > 1:
         if kind == "string" or (kind == "integer" and _is_row_number(values)):

@@ -194,6 +194,7 @@ def _unreadable(root: Path) -> str:
         (None, ["--data", "data/nope.csv", "--target", "x"], "--data data/nope.csv: no such file"),
         (None, ["--data", "../outside.csv", "--target", "x"], "outside the repository"),
         (None, ["--data", "data", "--target", "x"], "a folder, not a file"),
+        ("pointer", ["--data", "data/big.csv", "--target", "x"], "no such file (DVC tracks it: `dvc pull big.csv.dvc` first)"),
         (None, ["--data", "data/table.csv", "--target", "churn"], "data/table.csv: no column 'churn'; did you mean 'churned'?"),
         (None, ["--data", "data/table.csv", "--target", "customer", "--task", "regression"], "not numeric; --task regression needs numbers"),
         (None, ["--data", "data/table.csv", "--target", "churned", "--name", "Bad_Name"], "--name 'Bad_Name': use lowercase"),
@@ -224,6 +225,8 @@ def test_init_refuses_clearly(
     root = _repo(tmp_path, frame)
     (tmp_path / "outside.csv").write_text("x,y\n1,2\n")
     cwd = root
+    if setup == "pointer":
+        (root / "data" / "big.csv.dvc").write_text("outs:\n- path: big.csv\n")
     if setup == "xlsx":
         (root / "data" / "table.xlsx").write_bytes(b"PK\x03\x04")
     if setup == "parquet":
@@ -386,9 +389,10 @@ def test_validate_and_run_pass_right_after_init(
 def test_column_names_yaml_would_misread_are_quoted() -> None:
     names = ["on", "a: b", "#tag", "null", "1.5", "size (m²)", "- x"]
     frame = pd.DataFrame({n: RNG.normal(0, 1, 30) for n in names})
+    frame["mixed"] = ["a", 1, 2.5] * 10  # what a CSV read in chunks can give
     frame["yes"] = RNG.choice(["no", "yes"], 30)
     text = initspec.render(_look(frame), "yes", "quoting", "classification", "why")
     spec = specs.parse(text)
     assert spec.project.target == "yes"
-    assert list(spec.stage("validate").settings["columns"]) == [*names, "yes"]
+    assert list(spec.stage("validate").settings["columns"]) == [*names, "mixed", "yes"]
     assert spec.stage("validate").settings["columns"]["yes"]["allowed"] == ["no", "yes"]
