@@ -7,6 +7,8 @@ see this source tree, and runs a hand-written spec in a new git repository.
 from __future__ import annotations
 
 import ast
+import json
+import re
 import subprocess
 import sys
 import tarfile
@@ -21,9 +23,11 @@ from runner import framework as fw
 from runner import spec as specs
 from runner.builtins import BUILTINS
 from runner.errors import SpecError
-from runner.targets import github
+from runner.targets import github, pod, serving_pod
 from tests.installed import Installed, copy_sources, installed_framework, make_venv
-from tests.support import ROOT
+from tests.support import ROOT, missing
+
+CHECKOV = ROOT / ".tools" / "checkov" / "bin" / "checkov"
 
 # A tiny binary task: 80 rows, two features, a label any model learns.
 ROWS = 80
@@ -263,6 +267,40 @@ def test_template_mode_ignores_install_and_keeps_todays_files(tmp_path: Path) ->
     assert stages["train"]["cmd"] == "python -m stages.train train"
     assert set(BUILTINS["train"].modules) <= set(stages["train"]["deps"])
     assert fw.PARAMS_KEY not in yaml.safe_load(files["params.yaml"])
+
+
+# -- the team image ----------------------------------------------------------
+
+
+def test_team_dockerfile_installs_the_pin_and_runs_as_the_pods_user() -> None:
+    text = (ROOT / fw.TEAM_DOCKERFILE).read_text()
+    assert f"COPY {fw.REQUIREMENTS_FILE} {fw.CONSTRAINTS_FILE} ./" in text
+    assert f"-c {fw.CONSTRAINTS_FILE} -r {fw.REQUIREMENTS_FILE}" in text
+    # The repository is copied where serving pods read the spec.
+    copy_at = text.index("COPY . ./")
+    workdir = re.findall(r"^WORKDIR (\S+)", text[:copy_at], re.M)[-1]
+    assert f"{workdir}/mlops.yaml" == serving_pod.SPEC_IN_IMAGE
+    assert f"USER {pod.UID}:{pod.UID}" in text
+    assert f"--uid {pod.UID}" in text
+    assert "-e ." not in text  # the framework from its pin, not a checkout
+
+
+def test_checkov_finds_no_more_in_the_team_image_than_in_ours() -> None:
+    if not CHECKOV.exists():
+        missing(f"checkov is absent: run `make {CHECKOV.relative_to(ROOT)}`")
+
+    def failed(name: str) -> list[str]:
+        proc = subprocess.run(
+            [CHECKOV, "-f", ROOT / name, "--framework", "dockerfile", "--compact",
+             "--quiet", "-o", "json"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        report = json.loads(proc.stdout)
+        return sorted(c["check_id"] for c in report["results"]["failed_checks"])
+
+    # Both only lack a HEALTHCHECK: the image runs Argo tasks as well as the
+    # server, and Kubernetes probes the server itself.
+    assert failed(fw.TEAM_DOCKERFILE) == failed("Dockerfile") == ["CKV_DOCKER_2"]
 
 
 # -- a team's repository, end to end through the wheel ----------------------
