@@ -297,6 +297,60 @@ def gates_have_metrics(spec: Spec, doc: Document) -> Iterator[Problem]:
             )
 
 
+# Written into generated files, these are read as expressions, not as data:
+# `${{ }}` by GitHub, `{{ }}` by Argo (in any field of a manifest), `${ }` by
+# DVC in dvc.yaml. No escape works in all three, so they are refused, the
+# first that matches named.
+EXPRESSION_SYNTAX = (
+    ("${{", "GitHub Actions would evaluate it as an expression"),
+    ("{{", "Argo would substitute it as an expression"),
+    ("${", "DVC would read it as a variable of dvc.yaml"),
+)
+# Stage settings (`with`) and gates go to params.yaml only, which no tool
+# interpolates: any text is fine there.
+DATA_ONLY = ("with",)
+
+
+def _strings(
+    node: object, path: tuple[str | int, ...]
+) -> Iterator[tuple[tuple[str | int, ...], str, bool]]:
+    """(path, text, is it a key) for every string in a raw spec tree."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if isinstance(key, str):
+                yield (*path, key), key, True
+            if path[:1] == ("gates",) or (
+                len(path) == 2 and path[0] == "pipeline" and key in DATA_ONLY  # noqa: PLR2004
+            ):
+                continue
+            yield from _strings(value, (*path, key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _strings(value, (*path, i))
+    elif isinstance(node, str):
+        yield path, node, False
+
+
+def no_expression_syntax(spec: Spec, doc: Document) -> Iterator[Problem]:
+    """Values reach dvc.yaml, the workflows and the Argo manifests as data only."""
+    for path, text, is_key in _strings(doc.data, ()):
+        found = next(
+            ((syn, why) for syn, why in EXPRESSION_SYNTAX if syn in text), None
+        )
+        if found is None:
+            continue
+        syntax, reader = found
+        own_command = len(path) == 3 and path[0] == "pipeline" and path[2] == "run"  # noqa: PLR2004
+        if own_command and syntax == "${":
+            continue  # the user's shell command, written to dvc.yaml as given
+        yield doc.problem(
+            path,
+            f"{text!r} holds `{syntax}`: {reader}; write the "
+            f"{'name' if is_key else 'value'} without it",
+            at_value=not is_key,
+        )
+
+
 # References first: when a name does not resolve, the checks that follow
 # references would only repeat the same mistake in other words.
 REFERENCE_CHECKS: tuple[Check, ...] = (stage_references, data_references)
@@ -309,6 +363,7 @@ CHECKS: tuple[Check, ...] = (
     estimators_allowed,
     metrics_fit_task,
     gates_have_metrics,
+    no_expression_syntax,
 )
 
 
