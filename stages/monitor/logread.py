@@ -37,7 +37,11 @@ TEXT_FIELDS = ("time", "request_id", "model_version")
 
 @dataclass
 class Piece:
-    """The rows of one file at or after ``since``."""
+    """The rows of one file at or after ``since``.
+
+    From the fast reader, ``frame``'s number columns are read-only views of
+    arrow's buffers (no copy of a million rows): copy before writing to them.
+    """
 
     frame: pd.DataFrame
     predictions: pd.Series
