@@ -15,8 +15,10 @@ from runner.schema import schema
 DEFAULT_SPEC = "mlops.yaml"
 
 
-def _default(definition: str, *keys: str) -> Any:
-    """A default written in the schema, so that it is stated in one place."""
+def schema_default(definition: str, *keys: str) -> Any:
+    """A default written in the schema, so that it is stated in one place:
+    ``schema_default("with-tune", "trials")`` is ``$defs.with-tune``'s
+    ``properties.trials.default``. stages.common.schema_default reads it too."""
     node = schema()["$defs"][definition]
     for key in keys:
         node = node["properties"][key]
@@ -105,6 +107,16 @@ def nested_defaults(
     return merged
 
 
+def _source(given: dict[str, Any]) -> dict[str, Any]:
+    """A data source with the schema's defaults (a `sql` source's `url`)."""
+    if "sql" not in given:
+        return dict(given)
+    sql = dict(given["sql"])  # the user's key order, then what the schema adds
+    for key, value in nested_defaults("source", "sql", {}).items():
+        sql.setdefault(key, value)
+    return {**given, "sql": sql}
+
+
 def build(doc: yamlsource.Document) -> Spec:
     """Turn a schema-valid document into spec objects."""
     raw = doc.data
@@ -139,18 +151,18 @@ def build(doc: yamlsource.Document) -> Spec:
             name=project["name"],
             task=project["task"],
             target=project["target"],
-            seed=project.get("seed", _default("project", "seed")),
+            seed=project.get("seed", schema_default("project", "seed")),
             description=project.get("description", ""),
         ),
         storage=Storage(
-            remote_name=remote.get("name", _default("storage", "remote", "name")),
-            remote_url=remote.get("url", _default("storage", "remote", "url")),
+            remote_name=remote.get("name", schema_default("storage", "remote", "name")),
+            remote_url=remote.get("url", schema_default("storage", "remote", "url")),
             tracking_uri=mlflow.get(
-                "tracking_uri", _default("storage", "mlflow", "tracking_uri")
+                "tracking_uri", schema_default("storage", "mlflow", "tracking_uri")
             ),
             experiment=mlflow.get("experiment", project["name"]),
         ),
-        data=dict(raw.get("data", {})),
+        data={name: _source(src) for name, src in raw.get("data", {}).items()},
         stages=stages,
         gates=tuple(raw.get("gates", ())),
         registry=registry,

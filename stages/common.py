@@ -116,12 +116,26 @@ def stage_spec(params: Mapping[str, Any], stage_id: str, kind: str) -> dict[str,
     return spec
 
 
+def schema_default(definition: str, *keys: str) -> Any:
+    """A default the spec's schema declares, e.g. ``("project", "seed")``.
+
+    For keys params.yaml always carries (``project.seed``, ``tracking.uri``):
+    a params file made by hand falls back on the schema's value, not on a
+    copy. Stage settings (``with``) keep literal defaults, held to the
+    schema's by tests/security/test_defaults.py: read from the schema, an
+    edit there would change a stage's output without DVC re-running it.
+    """
+    from runner.spec import schema_default as default
+
+    return default(definition, *keys)
+
+
 def project(params: Mapping[str, Any]) -> dict[str, Any]:
     """Return the project block with defaults for task, target and seed."""
     proj = dict(params.get("project") or {})
     proj.setdefault("task", CLASSIFICATION)
     proj.setdefault("target", "target")
-    proj.setdefault("seed", 0)
+    proj.setdefault("seed", schema_default("project", "seed"))
     if proj["task"] not in (CLASSIFICATION, REGRESSION):
         raise StageError(
             f"project.task must be '{CLASSIFICATION}' or '{REGRESSION}', "
@@ -312,7 +326,7 @@ def tracking_uri(params: Mapping[str, Any]) -> str:
     tracking.bound_client()
     uri = os.environ.get(TRACKING_ENV) or (params.get("tracking") or {}).get("uri")
     if not uri:
-        uri = "sqlite:///.mlops/mlflow.db"
+        uri = schema_default("storage", "mlflow", "tracking_uri")
     if uri.startswith("sqlite:///"):
         db = uri.removeprefix("sqlite:///")
         if db and db != ":memory:":
