@@ -46,13 +46,13 @@ def cmd_init(args: argparse.Namespace) -> int:
 
     opts = init.Options(args.data, args.target, args.name, args.task, args.force)
     try:
-        init.run(opts, Path.cwd(), say)
+        data = init.run(opts, Path.cwd(), say)
     except init.InitError as exc:
         print(f"mlops init: {exc}", file=sys.stderr)  # noqa: T201
         return EXIT_SPEC
     args.file = init.DEFAULT_SPEC
     _compiled_repo(args)  # the compile and set-up that `mlops run` does
-    say(init.NEXT)
+    say(init.next_steps(data))
     return 0
 
 

@@ -256,8 +256,9 @@ def add_ignores(path: Path, patterns: Sequence[str]) -> list[str]:
     return new
 
 
-def run(opts: Options, cwd: Path, say: Callable[[str], None]) -> Path:
-    """Check everything, then write the spec and the ignore files; return the root.
+def run(opts: Options, cwd: Path, say: Callable[[str], None]) -> str:
+    """Check everything, then write the spec and the ignore files; return the
+    data's path in the repository.
 
     The caller compiles and sets up git and DVC next, as `mlops run` does.
     """
@@ -286,7 +287,12 @@ def run(opts: Options, cwd: Path, say: Callable[[str], None]) -> Path:
     for ignore, patterns in ((".gitignore", GITIGNORE), (".dvcignore", DVCIGNORE)):
         if added := add_ignores(root / ignore, patterns):
             say(f"added {' '.join(added)} to {ignore}")
-    return root
+    return rel
 
 
-NEXT = f"next: commit {DEFAULT_SPEC}, the data and the generated files; `mlops run`"
+def next_steps(rel: str) -> str:
+    """What to do after init, for its last line."""
+    return (
+        f"next: mlops run; then commit {DEFAULT_SPEC}, {rel} (or `dvc add` it if "
+        "large), .gitignore, .dvcignore, .dvc/ and the generated files"
+    )

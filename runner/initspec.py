@@ -28,6 +28,8 @@ MAX_CLASSES = 20
 MAX_ALLOWED = 20
 # Slack on an observed share of missing values before the rule fails.
 NULL_SLACK = 0.05
+# Numeric bounds: the range seen, widened by this share of it on each side.
+RANGE_SLACK = 0.1
 SEED = 42
 N_ESTIMATORS = 200
 # Gates: the candidate may be at most this much worse than production.
@@ -138,6 +140,19 @@ def _is_row_number(values: pd.Series) -> bool:
     return bool((ordered[1:] - ordered[:-1] == 1).all())
 
 
+def _bounds(values: pd.Series, kind: str) -> dict[str, int | float]:
+    """min and max: the range seen, widened, rounded outwards."""
+    low, high = float(values.min()), float(values.max())
+    slack = RANGE_SLACK * ((high - low) or abs(high) or 1)
+    # 0 when the values start near it (a count, a size), else the rounded minimum.
+    near_zero = 0 <= low <= high - low
+    least = 0 if near_zero else _round_out(low - slack, up=False)
+    most = _round_out(high + slack, up=True)
+    if kind == "integer":
+        return {"min": math.floor(least), "max": math.ceil(most)}
+    return {"min": least, "max": most}
+
+
 def profile(series: pd.Series, *, target: bool, task: str) -> Column:
     """The rule for one column, from the values seen."""
     name, rows = str(series.name), len(series)
@@ -150,29 +165,23 @@ def profile(series: pd.Series, *, target: bool, task: str) -> Column:
     distinct = int(values.nunique())
     seen = f"{distinct} distinct values, {_share(nulls, rows)}"
     drop = ""
-    if kind in ("integer", "float"):
-        low, high = float(values.min()), float(values.max())
-        # 0 when the values start near it (a count, a size), else the rounded minimum.
-        near_zero = 0 <= low <= high - low
-        rule["min"] = 0 if near_zero else _round_out(low, up=False)
-        rule["max"] = _round_out(high, up=True)
-        seen = f"{_number(low)} to {_number(high)} seen, {_share(nulls, rows)}"
-    if (kind in ("category", "boolean") or (target and task == CLASSIFICATION)) and (
-        distinct <= max(MAX_ALLOWED, MAX_CLASSES)
-    ):
+    labels = kind in ("category", "boolean") or (target and task == CLASSIFICATION)
+    if labels and distinct <= max(MAX_ALLOWED, MAX_CLASSES):
         # Sorted by type first: a CSV column can mix numbers and text.
         rule["allowed"] = sorted(
             values.unique().tolist(), key=lambda v: (type(v).__name__, v)
         )
         seen = f"{distinct} values seen, {_share(nulls, rows)}"
+    elif kind in ("integer", "float"):
+        rule.update(_bounds(values, kind))
+        low, high = _number(values.min()), _number(values.max())
+        seen = f"{low} to {high} seen, {_share(nulls, rows)}"
     if not target and distinct == rows and rows > 1:
         if kind == "string" or (kind == "integer" and _is_row_number(values)):
             rule = {"type": kind, "unique": True}
             drop = "a different value on every row: an identifier, not a feature"
-    share = (
-        0 if nulls == 0 else min(1, math.ceil((nulls / rows + NULL_SLACK) * 100) / 100)
-    )
-    rule["max_null_share"] = share
+    share = math.ceil((nulls / rows + NULL_SLACK) * 100) / 100 if nulls else 0
+    rule["max_null_share"] = min(1, share)
     return Column(name, rule, seen, drop)
 
 
@@ -238,7 +247,13 @@ def _validate(look: Look, columns: Sequence[Column], rows: int) -> list[str]:
             "      # export would.",
             f"      rows: {{min: {max(1, rows // 2)}}}",
         ]
-    out.append("      columns:")
+    out += [
+        "      # Each column's type as seen; numbers within the range seen,",
+        f"      # widened by {RANGE_SLACK:.0%} of it each way and rounded outwards",
+        "      # (from 0 when they start near it); text among the values seen;",
+        f"      # missing values up to the share seen plus {NULL_SLACK}.",
+        "      columns:",
+    ]
     for col in columns:
         rule = dict(col.rule)
         if look.sampled:
