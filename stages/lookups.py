@@ -27,6 +27,7 @@ T = TypeVar("T")
 DENIED = ("PERMISSION_DENIED", "UNAUTHENTICATED", "CUSTOMER_UNAUTHORIZED")
 _STAGES = str(Path(__file__).resolve().parent)
 _MAX_DETAIL = 300
+_USERINFO = re.compile(r"\b([a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
 
 
 def absent(error: Any, what: str = "") -> bool:
@@ -72,6 +73,8 @@ def _code(error: BaseException) -> str:
 def _detail(error: BaseException) -> str:
     text = str(getattr(error, "message", None) or error).strip()
     text = re.sub(r"\s+", " ", text)
+    # MLflow's message repeats the URL, user name and password included.
+    text = _USERINFO.sub(r"\1", text)
     if len(text) > _MAX_DETAIL:
         text = text[:_MAX_DETAIL] + "..."
     return text

@@ -398,6 +398,23 @@ def test_release_and_serve_read_a_refused_lookup_as_a_failure(world, capsys) -> 
     assert "has no version" not in str(refused.value)
 
 
+def test_no_password_of_the_tracking_uri_in_the_error(
+    world, capsys, monkeypatch
+) -> None:
+    """MLflow repeats the URL, credentials included, in a dropped call's error."""
+    from stages import production
+
+    _, proxy, _ = world
+    monkeypatch.setenv(
+        "MLFLOW_TRACKING_URI", proxy.url.replace("://", "://team:s3cret-value@")
+    )
+    proxy.fault("GET", ALIAS, DROP)
+    assert production.main([]) == 1
+    out, err = capsys.readouterr()
+    assert "s3cret-value" not in out + err and "team@" not in err
+    _assert_names(err, proxy, "get_model_version_by_alias", "INTERNAL_ERROR")
+
+
 def test_a_failed_rollback_leaves_production(world, capsys) -> None:
     server, proxy, _ = world
     client = _direct(server)
