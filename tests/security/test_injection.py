@@ -30,6 +30,7 @@ import pytest
 import yaml
 
 from runner import compile as compiler
+from runner import framework as fw
 from runner import spec as specs
 from runner.deploy_state import Release
 from runner.errors import RunError, SpecError
@@ -200,7 +201,57 @@ def _refusal_names(
     )
 
 
-RESULTS: dict[tuple[str, tuple[Any, ...]], dict[str, str]] = {}
+RESULTS: dict[tuple[Any, ...], str] = {}
+KUBERNETES_TEMPLATE = "kubernetes"
+KSERVE_INSTALLED = "kserve-installed"
+
+
+@pytest.mark.parametrize(
+    ("kind", "site"), SITES, ids=[f"{k}:{'.'.join(map(str, p))}" for k, p in SITES]
+)
+def _compiled(tree: Any, variant: str) -> dict[str, str]:
+    """The files of one compilation of the planted spec (SpecError, RunError)."""
+    if variant == KSERVE_INSTALLED:
+        tree["deploy"]["target"] = "kserve"
+    spec = specs.parse(yaml.safe_dump(tree, sort_keys=False), "full.yaml")
+    framework = (
+        fw.installed(spec.ci.get("install"))
+        if variant == KSERVE_INSTALLED
+        else fw.TEMPLATE
+    )
+    release = Release(spec.registry["model"], "3", RUN_ID)
+    return compiler.render(spec, release, framework)
+
+
+def _variants(kind: str, site: tuple[Any, ...]) -> tuple[str, ...]:
+    """Kubernetes manifests in a copy of this repository, for every site; and
+    KServe in a repository with the framework installed (its workflows install
+    `ci.install`, dvc.yaml runs `mlops stage`) where those differ."""
+    differs = site[0] in ("project", "registry", "deploy", "ci") or (
+        kind == "key" and site[:1] == ("pipeline",)
+    )
+    return (
+        (KUBERNETES_TEMPLATE, KSERVE_INSTALLED) if differs else (KUBERNETES_TEMPLATE,)
+    )
+
+
+def _try(
+    kind: str, site: tuple[Any, ...], payload_kind: str, variant: str
+) -> tuple[str, list[str]]:
+    """What became of one payload in one compilation: outcome, problems."""
+    tree, planted = _plant(kind, site, PAYLOADS[payload_kind])
+    try:
+        files = _compiled(tree, variant)
+    except SpecError as exc:
+        named = _refusal_names(exc, kind, site, planted)
+        return "refused", [] if named else [f"refused, not at the field: {exc.lines()}"]
+    except RunError as exc:
+        # A rule of a target, checked when it compiles: an error, exit 1.
+        named = planted in str(exc) or repr(planted) in str(exc)
+        return "refused by mlops compile", [] if named else [f"not naming it: {exc}"]
+    reached = [n for n, t in files.items() if MARK in t]
+    outcome = "data in " + ", ".join(reached) if reached else "absent"
+    return outcome, list(_violations(files, planted, payload_kind, site))
 
 
 @pytest.mark.parametrize(
@@ -210,33 +261,11 @@ def test_planted_syntax_is_refused_or_only_data(
     kind: str, site: tuple[Any, ...]
 ) -> None:
     problems: list[str] = []
-    outcome: dict[str, str] = {}
-    for payload_kind, payload in PAYLOADS.items():
-        tree, planted = _plant(kind, site, payload)
-        try:
-            spec = specs.parse(yaml.safe_dump(tree, sort_keys=False), "full.yaml")
-        except SpecError as exc:
-            outcome[payload_kind] = "refused"
-            if not _refusal_names(exc, kind, site, planted):
-                problems.append(
-                    f"{payload_kind}: refused, but not at the field: {exc.lines()}"
-                )
-            continue
-        try:
-            files = compiler.render(spec, Release(spec.registry["model"], "3", RUN_ID))
-        except RunError as exc:
-            # A rule of a target, checked when it compiles: an error, exit 1.
-            outcome[payload_kind] = "refused by mlops compile"
-            if planted not in str(exc) and repr(planted) not in str(exc):
-                problems.append(f"{payload_kind}: refused, not naming it: {exc}")
-            continue
-        reached = [n for n, t in files.items() if MARK in t]
-        outcome[payload_kind] = "data in " + ", ".join(reached) if reached else "absent"
-        problems += [
-            f"{payload_kind}: {v}"
-            for v in _violations(files, planted, payload_kind, site)
-        ]
-    RESULTS[(kind, site)] = outcome
+    for variant in _variants(kind, site):
+        for payload_kind in PAYLOADS:
+            outcome, found = _try(kind, site, payload_kind, variant)
+            RESULTS[(kind, site, variant, payload_kind)] = outcome
+            problems += [f"{variant}: {payload_kind}: {p}" for p in found]
     assert not problems, "\n".join(problems)
 
 
