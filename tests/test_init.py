@@ -22,32 +22,34 @@ from runner.write import HEADER
 from tests.installed import Installed, installed_framework
 from tests.support import ROOT, TEST_ENV, dvc
 
-RNG = np.random.default_rng(3)
+SEED = 3  # every table is drawn afresh from it: the same rows in any test order
 N = 120
 
 
 def _classes() -> pd.DataFrame:
-    x = RNG.normal(0, 1, N)
+    rng = np.random.default_rng(SEED)
+    x = rng.normal(0, 1, N)
     return pd.DataFrame(
         {
             "customer": [f"c{i:04d}" for i in range(N)],
-            "age": RNG.integers(18, 90, N),
+            "age": rng.integers(18, 90, N),
             "score": x.round(3),
-            "plan": RNG.choice(["basic", "pro", None], N, p=[0.6, 0.35, 0.05]),
-            "churned": (x + RNG.normal(0, 0.5, N) > 0).astype(int),
+            "plan": rng.choice(["basic", "pro", None], N, p=[0.6, 0.35, 0.05]),
+            "churned": (x + rng.normal(0, 0.5, N) > 0).astype(int),
         }
     )
 
 
 def _prices() -> pd.DataFrame:
-    size = RNG.uniform(30, 200, N).round(1)
-    rooms = RNG.integers(1, 7, N)
+    rng = np.random.default_rng(SEED)
+    size = rng.uniform(30, 200, N).round(1)
+    rooms = rng.integers(1, 7, N)
     return pd.DataFrame(
         {
             "size_m2": size,
             "rooms": rooms,
-            "district": RNG.choice(["north", "south", "east"], N),
-            "price": (size * 3100 + rooms * 9000 + RNG.normal(0, 20000, N)).round(0),
+            "district": rng.choice(["north", "south", "east"], N),
+            "price": (size * 3100 + rooms * 9000 + rng.normal(0, 20000, N)).round(0),
         }
     )
 
@@ -389,10 +391,11 @@ def test_validate_and_run_pass_right_after_init(
 
 
 def test_column_names_yaml_would_misread_are_quoted() -> None:
+    rng = np.random.default_rng(SEED)
     names = ["on", "a: b", "#tag", "null", "1.5", "size (m²)", "- x"]
-    frame = pd.DataFrame({n: RNG.normal(0, 1, 30) for n in names})
+    frame = pd.DataFrame({n: rng.normal(0, 1, 30) for n in names})
     frame["mixed"] = ["a", 1, 2.5] * 10  # what a CSV read in chunks can give
-    frame["yes"] = RNG.choice(["no", "yes"], 30)
+    frame["yes"] = rng.choice(["no", "yes"], 30)
     text = initspec.render(_look(frame), "yes", "quoting", "classification", "why")
     spec = specs.parse(text)
     assert spec.project.target == "yes"
