@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from runner.schema import schema
 from runner.spec import nested_defaults
 
 if TYPE_CHECKING:
@@ -30,7 +31,6 @@ MAX_ALLOWED = 20
 NULL_SLACK = 0.05
 # Numeric bounds: the range seen, widened by this share of it on each side.
 RANGE_SLACK = 0.1
-SEED = 42
 N_ESTIMATORS = 200
 # Gates: the candidate may be at most this much worse than production.
 MAX_DROP = 0.02
@@ -205,7 +205,7 @@ def _project(name: str, look: Look, target: str, task: str, why: str) -> list[st
         f"  # Set `{other}` if that is wrong.",
         f"  task: {task}",
         f"  target: {_flow(target)}",
-        f"  seed: {SEED}",
+        f"  seed: {schema()['$defs']['project']['properties']['seed']['default']}",
         "",
     ]
 
