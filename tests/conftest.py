@@ -1,13 +1,61 @@
-"""Shared fixtures: a quiet environment and throw-away git + DVC repositories."""
+"""Shared fixtures: a quiet environment, throw-away git + DVC repositories, and
+one finished run of the bundled example for the whole session.
+
+``example_run`` (session scope) runs the example once, cold, and every module
+that needs a finished run takes a private copy of it instead of running it
+again::
+
+    @pytest.fixture(scope="module")
+    def repo(tmp_path_factory, example_run):
+        return example_run.copy(tmp_path_factory.mktemp("mine") / "repo")
+
+The copy is a git repository on `main` with one commit ("example": mlops.yaml
+and stages/), the run's outputs, dvc.lock, the DVC cache and the MLflow store
+in .mlops/ (version 1 of cancer-classifier @candidate). It is independent: its
+store names only its own folder (tests/support.copy_run rewrites the paths
+MLflow records, and fails if any remain; tests/test_example_e2e.py proves it).
+Never write into ``example_run.root`` itself: every copy would see it, and
+``copy`` fails once its store has changed.
+
+Under pytest-xdist the workers share it: the first to need it builds it under
+a file lock in the folder above the workers' own temp folders, the other waits
+for it, so a session pays for one cold run.
+"""
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT, TEST_ENV, run
+from tests.support import ROOT, TEST_ENV, build_example_run, copy_run, run, store_of
+
+# The longest modules, longest first. `make test` runs two workers with
+# `--dist loadfile --no-loadscope-reorder`: whole modules, handed out in
+# collection order (by default xdist orders them by test count, which started
+# the rehearsal, 10 tests and a third of the suite's time, near the end).
+# Starting these first keeps one of them from being the last thing running
+# while the other worker idles. Tests inside a module keep their order.
+SLOWEST_FIRST = ("test_rehearsal.py", "test_promote.py", "test_example_e2e.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Put the slowest modules first (see SLOWEST_FIRST); a stable sort."""
+
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return (
+            SLOWEST_FIRST.index(name) if name in SLOWEST_FIRST else len(SLOWEST_FIRST)
+        )
+
+    items.sort(key=rank)
 
 
 @pytest.fixture(autouse=True)
@@ -28,3 +76,47 @@ def repo(tmp_path: Path) -> Path:
         ROOT / "stages", root / "stages", ignore=shutil.ignore_patterns("__pycache__")
     )
     return root
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ExampleRun:
+    """The session's finished run of the example: copy it, never change it."""
+
+    root: Path
+    store_sha256: str
+
+    def copy(self, dest: Path) -> Path:
+        """A private copy at ``dest`` (which must not exist); returns ``dest``."""
+        now = _digest(store_of(self.root))
+        assert now == self.store_sha256, (
+            f"a test wrote into the shared run's MLflow store at {self.root}: "
+            "take a copy with example_run.copy() and change that"
+        )
+        return copy_run(self.root, dest)
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
+        yield
+
+
+@pytest.fixture(scope="session")
+def example_run(tmp_path_factory: pytest.TempPathFactory) -> ExampleRun:
+    """The bundled example run once for the session (see the module docstring)."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # this session's folder, above every worker's own
+    folder = base / "example-run"
+    done = folder / "store.sha256"
+    with _locked(base / "example-run.lock"):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a build that failed
+            build_example_run(folder / "repo")
+            done.write_text(_digest(store_of(folder / "repo")))
+    return ExampleRun(folder / "repo", done.read_text())

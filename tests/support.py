@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
+import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -94,3 +97,128 @@ def mlops(
 
 def dvc(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
     return run([sys.executable, "-m", "dvc", *args], cwd=cwd, check=check)
+
+
+# --- one finished run of the bundled example, shared by the whole session ---
+
+# A text file is rewritten only under this size; the store's are far smaller.
+_REWRITE_MAX_BYTES = 1 << 20
+# Content-addressed or git's own: copied byte for byte, never rewritten.
+_VERBATIM = (".git", ".dvc/cache", ".mlops/dvc-remote")
+# DVC outputs keep their bytes, since their hashes are the run's record in dvc.lock.
+# The one trace of the run's path there is `artifact_path` in
+# artifacts/train/model/MLmodel, which MLflow wrote and nothing reads.
+_OUTPUTS = ("artifacts",)
+
+
+def example_env() -> dict[str, str]:
+    """The quiet environment with the local MLflow store, whatever the host says."""
+    env = quiet_env()
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def build_example_run(root: Path) -> None:
+    """The bundled example, committed on `main` in a fresh repository, run once cold.
+
+    One commit ("example") holds mlops.yaml and stages/; the run's outputs, dvc.lock
+    and the MLflow store in .mlops/ stay uncommitted, as after a first `mlops run`.
+    """
+    root.mkdir(parents=True)
+    shutil.copytree(
+        ROOT / "stages", root / "stages", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    shutil.copy(ROOT / "mlops.yaml", root / "mlops.yaml")
+    env = example_env()
+    run(["git", "init", "-q", "-b", "main"], cwd=root, env=env)
+    run(["git", "add", "-A", "mlops.yaml", "stages"], cwd=root, env=env)
+    run(["git", "commit", "-qm", "example"], cwd=root, env=env)
+    run([sys.executable, "-m", "runner.cli", "run"], cwd=root, env=env)
+
+
+def _rewritable(root: Path) -> Iterator[Path]:
+    """Files of a run that may name its folder: neither verbatim nor DVC outputs."""
+    skip = [root / p for p in (*_VERBATIM, *_OUTPUTS)]
+    for path in root.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            if not any(path.is_relative_to(s) for s in skip):
+                yield path
+
+
+def store_of(root: Path) -> Path:
+    """The SQLite file of a run's MLflow store, as its mlops.yaml names it."""
+    import yaml
+
+    spec = yaml.safe_load((root / "mlops.yaml").read_text(encoding="utf-8"))
+    uri = str(spec["storage"]["mlflow"]["tracking_uri"])
+    assert uri.startswith("sqlite:///"), f"{root}: a local SQLite store, not {uri}"
+    return root / uri.removeprefix("sqlite:///")
+
+
+def _text_cells(db: sqlite3.Connection) -> Iterator[tuple[str, str]]:
+    """(table, column) for every column of every table in an SQLite database."""
+    tables = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+    for (table,) in tables.fetchall():
+        for column in db.execute(f'PRAGMA table_info("{table}")').fetchall():
+            yield table, column[1]
+
+
+def _naming(column: str) -> str:
+    """SQL: the column is text holding a path under ``?`` or equal to ``?``.
+
+    Table and column names come from sqlite_master, never from input.
+    """
+    return f'typeof("{column}") = \'text\' AND (instr("{column}", ?) > 0 OR "{column}" = ?)'
+
+
+def traces_of(root: Path, old: Path) -> list[str]:
+    """Where a copy at ``root`` still names ``old``: store cells and files."""
+    needle = f"{old}/"
+    found = []
+    store = store_of(root)
+    db = sqlite3.connect(store)
+    try:
+        for table, column in _text_cells(db):
+            query = f'SELECT count(*) FROM "{table}" WHERE {_naming(column)}'  # noqa: S608
+            if db.execute(query, (needle, str(old))).fetchone()[0]:
+                found.append(f"{store.relative_to(root)}: {table}.{column}")
+    finally:
+        db.close()
+    for path in _rewritable(root):
+        if path.stat().st_size <= _REWRITE_MAX_BYTES and needle.encode() in (
+            path.read_bytes()
+        ):
+            found.append(str(path.relative_to(root)))
+    return found
+
+
+def copy_run(source: Path, dest: Path) -> Path:
+    """A private, independent copy of a finished run at ``dest``.
+
+    MLflow's SQLite store records absolute artifact locations (experiments, runs,
+    logged models, model versions) and the training script's path, and the model
+    it stored names its folder in MLmodel. Each is rewritten from ``source`` to
+    ``dest``, so the copy reads and writes only its own store; an AssertionError
+    names anything that still points back.
+    """
+    shutil.copytree(source, dest, symlinks=True)
+    old, new = f"{source}/", f"{dest}/"
+    db = sqlite3.connect(store_of(dest))
+    try:
+        with db:
+            for table, column in _text_cells(db):
+                update = (
+                    f'UPDATE "{table}" SET "{column}" = CASE WHEN "{column}" = ? '  # noqa: S608
+                    f'THEN ? ELSE replace("{column}", ?, ?) END WHERE {_naming(column)}'
+                )
+                db.execute(update, (str(source), str(dest), old, new, old, str(source)))
+    finally:
+        db.close()
+    for path in _rewritable(dest):
+        if path.stat().st_size <= _REWRITE_MAX_BYTES:
+            data = path.read_bytes()
+            if old.encode() in data:
+                path.write_bytes(data.replace(old.encode(), new.encode()))
+    left = traces_of(dest, source)
+    assert not left, f"the copy at {dest} still names {source}: {left}"
+    return dest

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT, mlops
+from tests.conftest import ExampleRun
+from tests.support import ROOT, copy_run, mlops, traces_of
 
 RAN = re.compile(r"\] (\S+): running")
 
@@ -163,3 +164,42 @@ def test_pipeline_against_a_tracking_server(
     assert not (
         repo / ".mlops" / "mlflow.db"
     ).exists()  # nothing went to the local store
+
+
+def test_a_copy_of_the_shared_run_stands_alone(
+    example_run: ExampleRun, tmp_path: Path
+) -> None:
+    """What tests/conftest.py's example_run promises: a copy has its own store."""
+    first = example_run.copy(tmp_path / "first")
+    second = copy_run(first, tmp_path / "second")
+    shutil.rmtree(first)  # a copy of a copy outlives it
+    assert traces_of(second, example_run.root) == []
+    assert traces_of(second, first) == []
+    plan = mlops("plan", cwd=second).stdout
+    assert plan.splitlines()[0] == "0 of 6 stages would run:", plan
+    probe = (
+        "import json, os, tempfile, mlflow\n"
+        "mlflow.set_tracking_uri('sqlite:///.mlops/mlflow.db')\n"
+        "c = mlflow.MlflowClient()\n"
+        "v = c.get_model_version('cancer-classifier', '1')\n"
+        "model = c.get_logged_model(v.source.removeprefix('models:/'))\n"
+        "run = c.get_run(v.run_id)\n"
+        "experiment = c.get_experiment(run.info.experiment_id)\n"
+        "got = mlflow.artifacts.download_artifacts(\n"
+        "    artifact_uri='models:/cancer-classifier/1', dst_path=tempfile.mkdtemp())\n"
+        "c.set_registered_model_alias('cancer-classifier', 'production', '1')\n"
+        "print(json.dumps([model.artifact_location, run.info.artifact_uri,\n"
+        "    experiment.artifact_location, sorted(os.listdir(got))]))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], cwd=second, capture_output=True, text=True,
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    *locations, files = json.loads(proc.stdout.splitlines()[-1])
+    assert all(str(u).startswith(f"{second.as_uri()}/.mlops/") for u in locations)
+    assert "MLmodel" in files
+    assert sorted(_registry(second)[0]["aliases"]) == ["candidate", "production"]
+    # The alias set in the copy is not in the session's run, nor in a new copy.
+    third = example_run.copy(tmp_path / "third")
+    assert _registry(third)[0]["aliases"] == ["candidate"]

@@ -1,8 +1,9 @@
 """`mlops promote`, `history` and `deploy` on the bundled example, for real.
 
-One temp git repository per module: the pipeline runs once cold, then twice
-more with a changed spec (a better candidate, then a worse one), and each test
-picks up where the previous one left off, like a series of pushes to main.
+One temp git repository per module: a copy of the session's cold run of the
+example (tests/conftest.py), then the pipeline runs again with a changed spec
+(a better candidate, then a worse one, then the better one back), and each
+test picks up where the previous one left off, like a series of pushes to main.
 """
 
 from __future__ import annotations
@@ -15,14 +16,15 @@ import socket
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from runner import release
 from stages import audit, promote
+from tests.conftest import ExampleRun
 from tests.support import ROOT, TEST_ENV, mlops, run
 
 MODEL = "cancer-classifier"
@@ -31,24 +33,9 @@ RF = "estimator: sklearn.ensemble.RandomForestClassifier"
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def repo(tmp_path_factory: pytest.TempPathFactory, example_run: ExampleRun) -> Path:
     """The example, committed and run once: version 1 is @candidate."""
-    root = tmp_path_factory.mktemp("promote") / "repo"
-    root.mkdir()
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in ENV.items():
-            mp.setenv(key, value)
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        shutil.copytree(
-            ROOT / "stages",
-            root / "stages",
-            ignore=shutil.ignore_patterns("__pycache__"),
-        )
-        shutil.copy(ROOT / "mlops.yaml", root / "mlops.yaml")
-        run(["git", "init", "-q"], cwd=root)
-        _commit(root, "example")
-        mlops("run", cwd=root)
-        yield root
+    return example_run.copy(tmp_path_factory.mktemp("promote") / "repo")
 
 
 @pytest.fixture(autouse=True)
@@ -71,14 +58,17 @@ def _edit(root: Path, old: str, new: str, message: str) -> None:
     mlops("run", cwd=root)
 
 
+def _client(root: Path) -> Any:
+    """The repository's registry, read and written from this process (one import
+    of MLflow for the module instead of one per look-up)."""
+    import mlflow
+
+    return mlflow.MlflowClient(f"sqlite:///{root}/.mlops/mlflow.db")
+
+
 def _aliases(root: Path) -> dict[str, str]:
-    probe = (
-        "import json, mlflow\n"
-        "c = mlflow.MlflowClient('sqlite:///.mlops/mlflow.db')\n"
-        f"print(json.dumps(c.get_registered_model({MODEL!r}).aliases))\n"
-    )
-    out = run([sys.executable, "-c", probe], cwd=root).stdout
-    return {k: str(v) for k, v in json.loads(out.splitlines()[-1]).items()}
+    aliases = _client(root).get_registered_model(MODEL).aliases
+    return {k: str(v) for k, v in aliases.items()}
 
 
 def _log(root: Path) -> list[dict[str, object]]:
@@ -195,12 +185,7 @@ def test_promote_takes_this_commits_version_not_whatever_holds_candidate(
     repo: Path,
 ) -> None:
     # Another pull request moved @candidate back to version 1 meanwhile.
-    probe = (
-        "import mlflow\n"
-        "c = mlflow.MlflowClient('sqlite:///.mlops/mlflow.db')\n"
-        f"c.set_registered_model_alias({MODEL!r}, 'candidate', '1')\n"
-    )
-    run([sys.executable, "-c", probe], cwd=repo)
+    _client(repo).set_registered_model_alias(MODEL, "candidate", "1")
     again = mlops("promote", cwd=repo).stdout
     assert "version 2, registered by this commit, is already @production" in again
     assert _aliases(repo) == {"candidate": "1", "production": "2"}
@@ -259,12 +244,7 @@ def _release(root: Path) -> dict[str, str]:
 
 
 def _set_production(root: Path, version: str) -> None:
-    probe = (
-        "import mlflow\n"
-        "c = mlflow.MlflowClient('sqlite:///.mlops/mlflow.db')\n"
-        f"c.set_registered_model_alias({MODEL!r}, 'production', {version!r})\n"
-    )
-    run([sys.executable, "-c", probe], cwd=root)
+    _client(root).set_registered_model_alias(MODEL, "production", version)
 
 
 def test_promote_recorded_the_release_in_deploy_and_the_check_agrees(

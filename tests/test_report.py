@@ -13,7 +13,8 @@ import pytest
 from runner import report_md
 from runner.report import gate_lines
 from runner.report_md import ReportData, render
-from tests.support import ROOT, missing, quiet_env, run
+from tests.conftest import ExampleRun
+from tests.support import missing, quiet_env, run
 
 GATES_OK = {
     "passed": True,
@@ -220,16 +221,9 @@ def _mlops(
 
 
 @pytest.fixture(scope="module")
-def branch(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def branch(tmp_path_factory: pytest.TempPathFactory, example_run: ExampleRun) -> Path:
     """The example run on `main`, then re-run on a branch with fewer trees."""
-    root = tmp_path_factory.mktemp("report") / "repo"
-    root.mkdir()
-    shutil.copytree(
-        ROOT / "stages", root / "stages", ignore=shutil.ignore_patterns("__pycache__")
-    )
-    shutil.copy(ROOT / "mlops.yaml", root / "mlops.yaml")
-    _sh("git", "init", "-q", "-b", "main", cwd=root)
-    _mlops("run", cwd=root)
+    root = example_run.copy(tmp_path_factory.mktemp("report") / "repo")
     _sh("git", "add", "-A", cwd=root)
     _sh("git", "commit", "-q", "-m", "baseline", cwd=root)
     _sh("git", "checkout", "-q", "-b", "fewer-trees", cwd=root)

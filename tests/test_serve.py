@@ -1,11 +1,12 @@
 """`mlops serve` for real: the example's model in a real MLflow SQLite store,
 real servers on 127.0.0.1, plain HTTP clients.
 
-One temp repository per module: the example pipeline runs once and its version
-is promoted. This file then converts that model to ONNX itself (the call the
-register stage makes), logs it in the version's run and sets the version's
-ONNX tags, so each server below serves a known case: the sklearn fallback
-(no tag), ONNX (verified), the fallback again (sha256 mismatch).
+One temp repository per module, a copy of the session's run of the example
+(tests/conftest.py), whose version is promoted. This file then converts that
+model to ONNX itself (the call the register stage makes), logs it in the
+version's run and sets the version's ONNX tags, so each server below serves
+a known case: the sklearn fallback (no tag), ONNX (verified), the fallback
+again (sha256 mismatch).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import http.client
 import json
 import math
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -32,7 +32,8 @@ import pytest
 from stages import common
 from stages.register import TAG_ONNX, TAG_ONNX_DETAIL, TAG_ONNX_SHA256
 from stages.serving import inputs
-from tests.support import ROOT, TEST_ENV, mlops, quiet_env, run
+from tests.conftest import ExampleRun
+from tests.support import quiet_env, run
 
 MODEL = "cancer-classifier"
 READY_SECONDS = 60
@@ -173,26 +174,12 @@ def _convert(model: Any, columns: list[str]) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def repo(tmp_path_factory: pytest.TempPathFactory, example_run: ExampleRun) -> Path:
     """The example, run and promoted: version 1 is @production."""
-    root = tmp_path_factory.mktemp("serve") / "repo"
-    root.mkdir()
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in TEST_ENV.items():
-            mp.setenv(key, value)
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        shutil.copytree(
-            ROOT / "stages", root / "stages",
-            ignore=shutil.ignore_patterns("__pycache__"),
-        )  # fmt: skip
-        shutil.copy(ROOT / "mlops.yaml", root / "mlops.yaml")
-        run(["git", "init", "-q"], cwd=root)
-        run(["git", "add", "-A"], cwd=root)
-        run(["git", "commit", "-qm", "example"], cwd=root)
-        mlops("run", cwd=root)
-        # What `mlops promote` would do (tested in test_promote), without its scoring.
-        _client(root).set_registered_model_alias(MODEL, "production", "1")
-        yield root
+    root = example_run.copy(tmp_path_factory.mktemp("serve") / "repo")
+    # What `mlops promote` would do (tested in test_promote), without its scoring.
+    _client(root).set_registered_model_alias(MODEL, "production", "1")
+    return root
 
 
 @pytest.fixture(scope="module")
