@@ -15,7 +15,11 @@ comment; its merge promotes version 2 and then deploys; a pull request with a
 model that learns nothing gets a failing comment and a failed check, and
 production stays at version 2; its merge fails to promote and leaves
 `deploy/` alone, and `mlops rollback` puts version 1 back, in the registry and
-in git.
+in git. Then the monitor workflow (issue 10): no drift pushes nothing; a drifted
+prediction log opens a retraining pull request; more drift the same day
+updates that pull request instead of opening another (the `gh` stand-in keeps
+the pull requests it opened); its checks pass and its merge promotes; the same
+drift after the merge pushes nothing.
 """
 
 from __future__ import annotations
@@ -64,6 +68,8 @@ def _needs_act() -> None:
     """Before the loop starts anything: skip without act, or fail in CI."""
     if ACT is None:
         missing("act is not installed: pip install -e '.[dev]'")
+    if shutil.which("jq") is None:  # gh's --jq, which the gh stand-in runs in jq
+        missing("jq is not installed (GitHub's runners have it): apt-get install jq")
 
 
 @dataclass
@@ -80,6 +86,11 @@ class Loop:
 
     def out(self, name: str) -> Path:
         return self.root / "out" / name
+
+    @property
+    def gh_state(self) -> Path:
+        """The pull requests the `gh` stand-in opened (tests/rehearsal/bin/gh)."""
+        return self.root / "gh-state.json"
 
 
 def _free_port() -> int:
@@ -130,7 +141,6 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
         start_new_session=True,
     )  # fmt: skip
     try:
-        _wait_for(f"http://127.0.0.1:{port}/health", server, 90)
         run(["git", "init", "-q", "--bare", "-b", "main", str(remote)], cwd=root)
         clone.mkdir()
         _copy_project(clone)
@@ -150,6 +160,8 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
         # remote and registry, push the run, commit dvc.lock and the outputs.
         tracking_uri = f"http://127.0.0.1:{port}"
         env = {**quiet_env(), "MLFLOW_TRACKING_URI": tracking_uri}
+        # The server started above, while the project was copied and compiled.
+        _wait_for(f"{tracking_uri}/health", server, 90)
         cli = [sys.executable, "-m", "runner.cli"]
         run([*cli, "run"], cwd=clone, env=env)
         run([*cli, "push"], cwd=clone, env=env)
@@ -175,6 +187,7 @@ def _act(loop: Loop, name: str, workflow: str, event: str, payload: dict) -> Pat
             "--env", f"REHEARSAL_REMOTE={loop.remote}",
             "--env", f"REHEARSAL_PYTHON={sys.executable}",
             "--env", f"REHEARSAL_OUT={out}",
+            "--env", f"REHEARSAL_GH_STATE={loop.gh_state}",
             "--env", f"{release.PORT_ENV}={loop.deploy_port}",
             "--actor", "octocat"]  # fmt: skip
     for pin in pins.PINS:
@@ -365,7 +378,11 @@ def test_merging_it_promotes_version_2_and_deploy_runs_after(loop: Loop) -> None
     loop.production = version
     lines = log.splitlines()
     promoted = max(i for i, s in enumerate(lines) if "Success - Main Promote" in s)
-    deployed = [i for i, s in enumerate(lines) if "Success - Main Smoke-test the production" in s]
+    deployed = [
+        i
+        for i, s in enumerate(lines)
+        if "Success - Main Smoke-test the production" in s
+    ]
     assert deployed and deployed[0] > promoted
     assert _step(log, "Job succeeded", "Deploy to production")
     # Git names exactly the promoted version, for Argo CD to roll out.
@@ -429,32 +446,45 @@ RETRAIN_TOKEN = "rehearsal-retrain-token"  # noqa: S105 - stands in for the secr
 DUMMY = "estimator: sklearn.dummy.DummyClassifier\n      params: {strategy: prior}"
 
 
-def _prediction_log(folder: Path, shift: float) -> None:
+def _prediction_log(
+    folder: Path, shift: float, first: int = 0, rows: int | None = None
+) -> list[dict[str, object]]:
     """What `mlops serve` logs for the bundled data set, one row a request,
-    "mean radius" moved by ``shift``; the true outcomes in data/answers.csv."""
+    "mean radius" moved by ``shift``; returns the requests' true outcomes.
+
+    The first batch (``first`` 0) starts the folder afresh; a later one, the
+    data set's first ``rows`` rows served again as requests ``first``, ...,
+    goes to the next file, as a second server process would write it.
+    """
     from sklearn.datasets import load_breast_cancer
 
-    frame = load_breast_cancer(as_frame=True).frame
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
+    frame = load_breast_cancer(as_frame=True).frame.head(rows)
+    if first == 0:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
     features = frame.drop(columns="target")
     features["mean radius"] += shift
     lines = [
         json.dumps({
-            "request_id": f"r{i}", "time": f"2026-12-01T10:{i % 60:02d}:00+00:00",
+            "request_id": f"r{first + i}",
+            "time": f"2026-12-01T10:{i % 60:02d}:00+00:00",
             "model": MODEL, "model_version": "1", "predictor": "sklearn",
             "inputs": [row], "outputs": [int(frame["target"][i])],
         })
         for i, row in enumerate(features.to_dict("records"))
     ]  # fmt: skip
-    (folder / "predictions-a-1.jsonl").write_text("\n".join(lines) + "\n")
+    name = f"predictions-a-{len(list(folder.glob('predictions-*.jsonl'))) + 1}.jsonl"
+    (folder / name).write_text("\n".join(lines) + "\n")
+    return [
+        {"request_id": f"r{first + i}", "target": int(t)}
+        for i, t in enumerate(frame["target"])
+    ]
 
 
-def _monitored_main(loop: Loop, log: Path) -> None:
+def _monitored_main(loop: Loop, log: Path, answers: list[dict[str, object]]) -> None:
     """Main as a serving team has it: monitor reads the prediction log and the
     labels that arrived, not the example's bundled data; the forest is back."""
     import pandas as pd
-    from sklearn.datasets import load_breast_cancer
 
     _sync_main(loop)
     spec = loop.clone / "mlops.yaml"
@@ -470,11 +500,8 @@ def _monitored_main(loop: Loop, log: Path) -> None:
         assert old in text, old
         text = text.replace(old, new)
     spec.write_text(text)
-    target = load_breast_cancer(as_frame=True).frame["target"]
-    answers = pd.DataFrame({"request_id": [f"r{i}" for i in range(len(target))],
-                        "target": target.tolist()})  # fmt: skip
     (loop.clone / "data").mkdir(exist_ok=True)
-    answers.to_csv(loop.clone / "data" / "answers.csv", index=False)
+    pd.DataFrame(answers).to_csv(loop.clone / "data" / "answers.csv", index=False)
     mlops("compile", cwd=loop.clone)
     _git(loop.clone, "add", "mlops.yaml", "params.yaml", "dvc.yaml", "data/answers.csv")
     _git(loop.clone, "commit", "-qm", "Monitor the prediction log; labels arrive")
@@ -504,6 +531,27 @@ def _gh_calls(out: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in ordered]
 
 
+def _pulls(loop: Loop) -> list[dict]:
+    """The pull requests `gh pr create` opened, as GitHub would list them."""
+    if not loop.gh_state.exists():
+        return []
+    return json.loads(loop.gh_state.read_text())["pulls"]  # type: ignore[no-any-return]
+
+
+def _merged(loop: Loop, branch: str) -> None:
+    """What merging on GitHub does to the open pull request of ``branch``."""
+    state = json.loads(loop.gh_state.read_text())
+    [pull] = [p for p in state["pulls"] if p["head"] == branch and p["state"] == "OPEN"]
+    pull["state"] = "MERGED"
+    loop.gh_state.write_text(json.dumps(state, indent=2))
+
+
+def _retrain_branch() -> str:
+    from datetime import UTC, datetime
+
+    return f"mlops/retrain-{datetime.now(UTC).date().isoformat()}"
+
+
 def test_drift_in_the_prediction_log_opens_a_retraining_pull_request(
     loop: Loop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -521,8 +569,8 @@ def test_drift_in_the_prediction_log_opens_a_retraining_pull_request(
     assert (quiet / "artifacts" / "mlops-monitor" / "report.html").exists()
 
     log = loop.root / "prediction-log"
-    _prediction_log(log, shift=10.0)
-    _monitored_main(loop, log)
+    answers = _prediction_log(log, shift=10.0)
+    _monitored_main(loop, log, answers)
     out = _monitor_run(loop, "monitor-drift", monkeypatch)
     text = _log(out)
     assert _rc(out) == 0, text[-6000:]
@@ -555,25 +603,67 @@ def test_drift_in_the_prediction_log_opens_a_retraining_pull_request(
     body = (out / "gh" / created["body"]).read_text()
     assert f"https://github.com/{REPOSITORY}/actions/runs/" in body
     assert "artifact `mlops-monitor`" in body and "## mlops monitor: drift" in body
+    [pull] = _pulls(loop)
+    assert (pull["head"], pull["base"], pull["state"]) == (branch, "main", "OPEN")
+    assert pull["body"] == body and pull["edits"] == 0
+
+
+def test_more_drift_the_same_day_updates_the_open_pull_request(
+    loop: Loop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pandas as pd
+
+    branch = _retrain_branch()
+    [pull] = _pulls(loop)
+    # More drifted requests were served, and their outcomes reached main.
+    more = _prediction_log(loop.root / "prediction-log", 10.0, first=569, rows=100)
+    _sync_main(loop)
+    answers = loop.clone / "data" / "answers.csv"
+    pd.concat([pd.read_csv(answers), pd.DataFrame(more)]).to_csv(answers, index=False)
+    _git(loop.clone, "commit", "-qm", "More outcomes arrived", "data/answers.csv")
+    _git(loop.clone, "push", "-q", "origin", "main")
+    main = _git(loop.clone, "rev-parse", "HEAD")
+    out = _monitor_run(loop, "monitor-update", monkeypatch)
+    text = _log(out)
+    assert _rc(out) == 0, text[-6000:]
+    assert _step(text, "Success - Main", "Open or update the retraining")
+    # The open pull request was found and edited; no second one was opened.
+    listed, edited = _gh_calls(out)
+    assert listed["args"][:2] == ["pr", "list"]
+    assert edited["args"][:3] == ["pr", "edit", branch]
+    assert edited["token"] == RETRAIN_TOKEN and edited["repo"] == REPOSITORY
+    [again] = _pulls(loop)
+    assert (again["number"], again["state"], again["edits"]) == (
+        pull["number"], "OPEN", 1,
+    )  # fmt: skip
+    body = (out / "gh" / edited["body"]).read_text()
+    assert again["body"] == body and "## mlops monitor: drift" in body
+    # The branch is the new main plus one commit, holding every labelled row.
+    assert [b for b in _remote_branches(loop) if b.startswith("mlops/")] == [branch]
+    gitdir = ["git", "--git-dir", str(loop.remote)]
+    parent = run([*gitdir, "rev-parse", f"{branch}^"], cwd=loop.root).stdout.strip()
+    assert parent == main
+    rows = f"data/retrain/breast-cancer-{branch.removeprefix('mlops/retrain-')}.csv"
+    labelled = run([*gitdir, "show", f"{branch}:{rows}"], cwd=loop.root).stdout
+    assert len(labelled.splitlines()) == 1 + 569 + 100
 
 
 def test_the_retraining_pull_request_passes_its_checks_and_its_merge_promotes(
     loop: Loop,
 ) -> None:
-    from datetime import UTC, datetime
-
-    branch = f"mlops/retrain-{datetime.now(UTC).date().isoformat()}"
+    branch = _retrain_branch()
     _git(loop.clone, "fetch", "-q", "origin", branch)
     _git(loop.clone, "checkout", "-q", "-B", branch, "FETCH_HEAD")
     out = _act(loop, "pr-retrain", PR_WORKFLOW, "pull_request", _pull_request(loop, 3))
     log = _log(out)
     assert _rc(out) == 0, log[-6000:]
     # Ingest read the source and the labelled rows; the model was retrained.
-    assert "read 1138 rows (569 appended)" in log, log[-6000:]
+    assert "read 1238 rows (669 appended)" in log, log[-6000:]
     assert {"ingest", "train", "register"} <= set(_ran(log))
     _, report = _comment(out)
     assert _verdict(report) == "✅ **All 3 gates passed.**", report
     _merge(loop, branch)
+    _merged(loop, branch)
     out = _act(loop, "main-retrain", MAIN_WORKFLOW, "push", _push_main(loop))
     log = _log(out)
     assert _rc(out) == 0, log[-6000:]
@@ -597,3 +687,4 @@ def test_the_same_drift_the_same_day_after_the_merge_pushes_nothing(
     after = run(["git", "--git-dir", str(loop.remote), "show-ref"], cwd=loop.root)
     assert after.stdout == heads.stdout
     assert [c["args"][:2] for c in _gh_calls(out)] == [["pr", "list"]]
+    assert [p["state"] for p in _pulls(loop)] == ["MERGED"]  # none open, none new
