@@ -11,7 +11,9 @@ and every bad byte is reported at its line, column and key.
 from __future__ import annotations
 
 import codecs
+import itertools
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +32,7 @@ MAX_DEPTH = 32
 NOT_PRINTABLE = re.compile(
     "[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
 )
+NOT_UTF8 = re.compile("[\udc80-\udcff]")  # bytes surrogateescape could not decode
 LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
 OTHER_BOMS = {
     codecs.BOM_UTF32_LE: "UTF-32",
@@ -246,18 +249,23 @@ def _escaped(text: str) -> str:
     return NOT_PRINTABLE.sub(escape, text)
 
 
-def _key_at(text: str, index: int, original: str | None = None) -> Path:
-    """The key path of the innermost node holding a character, as best known.
-
-    `text` is the file with its bad characters replaced (same length), and
-    keys are named as `original` spells them. A prefix YAML cannot read gives
-    the empty path.
-    """
-    original = text if original is None else original
+def _composed(text: str) -> yaml.Node | None:
+    """The node tree of text, or None when YAML cannot read it."""
     try:
-        node = yaml.compose(text, Loader=_Loader)
+        return yaml.compose(text, Loader=_Loader)  # type: ignore[no-any-return]
     except (yaml.YAMLError, _TooDeep):
-        return ()
+        return None
+
+
+def _key_at(text: str, index: int) -> Path:
+    """The key path of the innermost node holding a character, as best known.
+    A text YAML cannot read gives the empty path."""
+    return _key_in(_composed(text), index, text)
+
+
+def _key_in(node: yaml.Node | None, index: int, original: str) -> Path:
+    """The key path of the innermost node of a tree holding a character; keys
+    are named as `original` (the file as it is) spells them."""
     path: Path = ()
     while isinstance(node, yaml.MappingNode | yaml.SequenceNode):
         items: list[tuple[str | int, yaml.Node, yaml.Node]] = (
@@ -293,20 +301,37 @@ def _syntax_key(text: str, exc: yaml.MarkedYAMLError) -> Path:
     return ()
 
 
-def _bad_characters(text: str, bad: list[tuple[int, str]], filename: str) -> SpecError:
-    """One problem per bad character (index, description), each with its key."""
-    shown = bad[:MAX_REPORTED]
+def _bad_characters(
+    text: str, bad: list[tuple[int, str]], more: tuple[int, int], filename: str
+) -> SpecError:
+    """One problem per bad character (index, description), each with its key,
+    then how many more there are. The file is composed once for all of them."""
     clean = NOT_PRINTABLE.sub("x", text.replace("\ufffd", "x"))
+    tree = _composed(clean)
     problems = []
-    for index, what in shown:
+    for index, what in bad:
         line, col = _line_col(text, index)
-        problems.append(Problem(line, col, _key_at(clean, index, text), what))
-    if len(bad) > len(shown):
-        line, col = _line_col(text, bad[len(shown)][0])
-        problems.append(
-            Problem(line, col, (), f"and {len(bad) - len(shown)} more like these")
-        )
+        problems.append(Problem(line, col, _key_in(tree, index, text), what))
+    count, at = more
+    if count:
+        line, col = _line_col(text, at)
+        problems.append(Problem(line, col, (), f"and {count} more like these"))
     return SpecError(filename, problems)
+
+
+def _first(
+    found: Iterator[re.Match[str]], describe: Callable[[str], str]
+) -> tuple[list[tuple[int, str]], int, int]:
+    """The first MAX_REPORTED matches as (index, description), how many more
+    there are and where the next one is: a file of a million bad bytes costs
+    one pass."""
+    shown = [
+        (m.start(), describe(m.group())) for m in itertools.islice(found, MAX_REPORTED)
+    ]
+    following = next(found, None)
+    if following is None:
+        return shown, 0, 0
+    return shown, 1 + sum(1 for _ in found), following.start()
 
 
 def decode(data: bytes, filename: str) -> str:
@@ -328,30 +353,19 @@ def decode(data: bytes, filename: str) -> str:
                 ],
             )
     data = data.removeprefix(codecs.BOM_UTF8)
-    pieces: list[str] = []
-    bad: list[tuple[int, str]] = []
-    at, length = 0, 0
-    while True:
-        try:
-            pieces.append(data[at:].decode("utf-8"))
-            break
-        except UnicodeDecodeError as exc:
-            good = data[at : at + exc.start].decode("utf-8")
-            pieces.append(good + "\ufffd")
-            length += len(good)
-            bad.append(
-                (
-                    length,
-                    f"byte 0x{data[at + exc.start]:02x} is not UTF-8 text; "
-                    "save the file as UTF-8",
-                )
-            )
-            length += 1
-            at += exc.start + 1
-    text = "".join(pieces)
+    # One pass: each byte that is not UTF-8 becomes a lone surrogate, which
+    # valid UTF-8 cannot hold, so they are exactly the bad bytes.
+    escaped = data.decode("utf-8", "surrogateescape")
+    bad, count, at = _first(
+        NOT_UTF8.finditer(escaped),
+        lambda c: (
+            f"byte 0x{ord(c) - 0xDC00:02x} is not UTF-8 text; save the file as UTF-8"
+        ),
+    )
     if bad:
-        raise _bad_characters(text, bad, filename)
-    return text
+        text = NOT_UTF8.sub("\ufffd", escaped)
+        raise _bad_characters(text, bad, (count, at), filename)
+    return escaped
 
 
 def load_bytes(data: bytes, filename: str) -> Document:
@@ -365,16 +379,15 @@ def load(text: str, filename: str) -> Document:
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_BYTES:
         raise too_big(filename, size)
-    bad = [
-        (
-            m.start(),
-            f"the character U+{ord(m.group()):04X} is not allowed in YAML"
-            + (" (a NUL byte: is this a binary file?)" if m.group() == "\0" else ""),
-        )
-        for m in NOT_PRINTABLE.finditer(text)
-    ]
+    bad, count, at = _first(
+        NOT_PRINTABLE.finditer(text),
+        lambda c: (
+            f"the character U+{ord(c):04X} is not allowed in YAML"
+            + (" (a NUL byte: is this a binary file?)" if c == "\0" else "")
+        ),
+    )
     if bad:
-        raise _bad_characters(text, bad, filename)
+        raise _bad_characters(text, bad, (count, at), filename)
     node = _compose(text, filename)
     if node is None:
         raise SpecError(filename, [Problem(1, 1, (), "the file is empty")])
