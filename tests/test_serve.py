@@ -272,6 +272,18 @@ def _metric(server: Server, name: str, **labels: str) -> float:
     )
 
 
+def _counted(server: Server, name: str, want: float, **labels: str) -> float:
+    """The metric once it reaches ``want``, or what it is after 10 s: a worker
+    counts a request just after answering it, so a read right after the last
+    answer (by the other worker, say) may not see it yet."""
+    deadline = time.monotonic() + 10
+    while (got := _metric(server, name, **labels)) < want:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    return got
+
+
 @pytest.mark.parametrize(
     "fmt", ["dataframe_split", "dataframe_records", "instances", "inputs", "csv"]
 )
@@ -468,10 +480,11 @@ def test_onnx_serves_a_verified_conversion_with_the_models_answers(
         assert answer["predictions"] == expected, fmt
         assert all(type(p) is int for p in answer["predictions"])
     # Two workers, one count: /metrics adds up every worker's files.
-    before = _metric(onnx_server, "mlops_requests_total", status="200")
+    total = "mlops_requests_total"
+    before = _counted(onnx_server, total, len(_bodies(rows)), status="200")
     for _ in range(10):
         assert onnx_server.post(_split(rows.head(1)))[0] == 200
-    assert _metric(onnx_server, "mlops_requests_total", status="200") - before == 10
+    assert _counted(onnx_server, total, before + 10, status="200") - before == 10
     assert _metric(onnx_server, "mlops_model_info", predictor="onnx") == 1
     workers = onnx_server.wait_for_workers(2)
     assert len(workers) == 2
