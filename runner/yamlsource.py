@@ -157,23 +157,38 @@ class _TooBig(Exception):
         self.node = node
 
 
-class _TooDeep(Exception):
-    def __init__(self, mark: yaml.Mark) -> None:
+class _Refused(Exception):
+    """Composing stopped: the document is too deep or too large."""
+
+    def __init__(self, mark: yaml.Mark, message: str) -> None:
         self.mark = mark
+        self.message = message
 
 
 class _Loader(yaml.SafeLoader):
-    """The safe loader, refusing nesting deeper than MAX_DEPTH while composing."""
+    """The safe loader, refusing while composing (PyYAML's composer is pure
+    Python: a megabyte of small values would take seconds) nesting deeper
+    than MAX_DEPTH and more than MAX_NODES nodes."""
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self._depth = 0
+        self._nodes = 0
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         self._depth += 1
+        self._nodes += 1
         try:
             if self._depth > MAX_DEPTH:
-                raise _TooDeep(self.peek_event().start_mark)
+                raise _Refused(
+                    self.peek_event().start_mark,
+                    f"nested more than {MAX_DEPTH} levels deep",
+                )
+            if self._nodes > MAX_NODES:
+                raise _Refused(
+                    self.peek_event().start_mark,
+                    f"the document holds more than {MAX_NODES:,} values",
+                )
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
@@ -206,17 +221,10 @@ def too_big(filename: str, size: int) -> SpecError:
 def _compose(text: str, filename: str) -> yaml.Node | None:
     try:
         return yaml.compose(text, Loader=_Loader)  # type: ignore[no-any-return]
-    except _TooDeep as exc:
+    except _Refused as exc:
         raise SpecError(
             filename,
-            [
-                Problem(
-                    exc.mark.line + 1,
-                    exc.mark.column + 1,
-                    (),
-                    f"nested more than {MAX_DEPTH} levels deep",
-                )
-            ],
+            [Problem(exc.mark.line + 1, exc.mark.column + 1, (), exc.message)],
         ) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -253,7 +261,7 @@ def _composed(text: str) -> yaml.Node | None:
     """The node tree of text, or None when YAML cannot read it."""
     try:
         return yaml.compose(text, Loader=_Loader)  # type: ignore[no-any-return]
-    except (yaml.YAMLError, _TooDeep):
+    except (yaml.YAMLError, _Refused):
         return None
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from runner import cli
+from runner import cli, yamlsource
 from runner.yamlsource import MAX_BYTES, MAX_DEPTH, MAX_REPORTED
 from tests.support import ROOT
 
@@ -300,3 +300,17 @@ def test_a_file_of_bad_bytes_costs_one_pass(
     more = MAX_BYTES - MAX_REPORTED
     assert lines[-1] == f"{spec}:1:{MAX_REPORTED + 1}: and {more} more like these"
     assert seconds < 10
+
+
+def test_too_many_values_stop_the_composer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Values are counted while composing (pure Python, seconds a megabyte),
+    not only while aliases are expanded after it."""
+    monkeypatch.setattr(yamlsource, "MAX_NODES", 30)
+    spec = tmp_path / "mlops.yaml"
+    spec.write_text(BASE)
+    assert cli.main(["validate", "-f", str(spec)]) == cli.EXIT_SPEC
+    assert capsys.readouterr().err == (
+        f"{spec}:16:5: the document holds more than 30 values\n"
+    )
