@@ -351,6 +351,14 @@ def no_expression_syntax(spec: Spec, doc: Document) -> Iterator[Problem]:
         )
 
 
+def serving_deployable(spec: Spec, doc: Document) -> Iterator[Problem]:
+    """A cluster target's settings that would give useless manifests."""
+    from runner.targets import serving_pod  # imports runner.spec, which imports us
+
+    for path, message in serving_pod.problems(spec):
+        yield doc.problem(path, message, at_value=path == ("registry", "model"))
+
+
 # References first: when a name does not resolve, the checks that follow
 # references would only repeat the same mistake in other words.
 REFERENCE_CHECKS: tuple[Check, ...] = (stage_references, data_references)
@@ -364,6 +372,7 @@ CHECKS: tuple[Check, ...] = (
     metrics_fit_task,
     gates_have_metrics,
     no_expression_syntax,
+    serving_deployable,
 )
 
 

@@ -495,23 +495,47 @@ def _spec_text(target: str, drop: tuple[str, ...] = ()) -> str:
     return yaml.safe_dump(doc, sort_keys=False)
 
 
-@pytest.mark.parametrize("target", TARGETS)
-def test_a_cluster_target_without_a_repository_is_refused_at_compile_time(
-    target: str,
-) -> None:
-    spec = specs.parse(_spec_text(target, drop=("repo",)))
+def _refused(text: str) -> tuple[int, str]:
+    """The one problem `mlops validate` finds: its line number and the line."""
     with pytest.raises(SpecError) as caught:
-        compiler.render(spec)  # before any release: fail on the PR, not on promote
+        specs.parse(text)
     (line,) = caught.value.lines()
-    assert line.startswith("mlops.yaml:1:1: deploy -> argocd -> repo: ")
+    found = re.match(r"mlops\.yaml:(\d+):(\d+): ", line)
+    assert found, line
+    return int(found[1]), line
+
+
+def _line_of(text: str, *path: str) -> int:
+    """The 1-based line of a key path's last key, each key found after the last."""
+    at = 0
+    lines = text.splitlines()
+    for key in path:
+        at = next(
+            i
+            for i, s in enumerate(lines, 1)
+            if i > at and s.lstrip().startswith(key + ":")
+        )
+    return at
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_a_cluster_target_without_a_repository_is_refused_by_validate(
+    target: str, tmp_path: Path
+) -> None:
+    text = _spec_text(target, drop=("repo",))
+    at, line = _refused(text)  # at load time: fail on the PR, not on promote
+    assert at == _line_of(text, "deploy")  # no argocd block: its parent
+    assert ": deploy -> argocd -> repo: " in line
     assert "set deploy.argocd.repo or argo.repo" in line
+    (tmp_path / "mlops.yaml").write_text(text)
+    proc = mlops("validate", cwd=tmp_path, check=False)
+    assert (proc.returncode, proc.stderr.splitlines()) == (2, [line])
 
 
 def test_a_pod_cannot_reach_a_tracking_store_on_this_machine() -> None:
-    spec = specs.parse(_spec_text(serving_pod.KUBERNETES, drop=("secrets",)))
-    with pytest.raises(SpecError) as caught:
-        compiler.render(spec, RELEASE)
-    (line,) = caught.value.lines()
+    text = _spec_text(serving_pod.KUBERNETES, drop=("secrets",))
+    at, line = _refused(text)
+    assert at == _line_of(text, "deploy", "target")
     assert "deploy -> target: serving pods fetch the model from MLflow" in line
     assert "MLFLOW_TRACKING_URI" in line
     # The local target serves on this machine, where the file is.
@@ -519,9 +543,12 @@ def test_a_pod_cannot_reach_a_tracking_store_on_this_machine() -> None:
 
 
 def test_replicas_min_above_max_is_refused() -> None:
-    spec = _spec(serving_pod.KUBERNETES, replicas={"min": 6, "max": 3})
-    with pytest.raises(SpecError, match=r"deploy -> replicas: min \(6\) is more"):
-        compiler.render(spec, RELEASE)
+    doc = yaml.safe_load(_spec_text(serving_pod.KUBERNETES))
+    doc["deploy"]["replicas"] = {"min": 6, "max": 3}
+    text = yaml.safe_dump(doc, sort_keys=False)
+    at, line = _refused(text)
+    assert at == _line_of(text, "deploy", "replicas")
+    assert "deploy -> replicas: min (6) is more than max (3)" in line
 
 
 def test_a_release_of_another_model_is_refused() -> None:
@@ -713,21 +740,22 @@ def test_mlops_compile_check_names_a_stale_manifest(tmp_path: Path) -> None:
 def test_a_model_name_that_cannot_be_a_label_is_refused() -> None:
     doc = yaml.safe_load(_spec_text(serving_pod.KUBERNETES))
     doc["registry"]["model"] = "Cancer classifier"
-    spec = specs.parse(yaml.safe_dump(doc, sort_keys=False))
-    release = Release("Cancer classifier", "3", RELEASE.run_id)
-    with pytest.raises(
-        RunError, match=r"cannot be the Kubernetes label mlops\.dev/model"
-    ):
-        compiler.render(spec, release)
+    text = yaml.safe_dump(doc, sort_keys=False)
+    at, line = _refused(text)
+    assert at == _line_of(text, "registry", "model")
+    assert "registry -> model: 'Cancer classifier' cannot be the Kubernetes " in line
+    assert "label mlops.dev/model" in line
+    # The local target puts no label on anything: the same name is fine there.
+    doc["deploy"]["target"] = "local"
+    specs.parse(yaml.safe_dump(doc, sort_keys=False))
 
 
 def test_a_serving_name_longer_than_a_dns_label_is_refused() -> None:
     doc = yaml.safe_load(_spec_text(serving_pod.KUBERNETES))
     doc["project"]["name"] = "p" * 30
     doc["deploy"]["environment"] = "e" * 40
-    spec = specs.parse(yaml.safe_dump(doc, sort_keys=False))
-    with pytest.raises(SpecError) as caught:
-        compiler.render(spec, RELEASE)
-    (line,) = caught.value.lines()
+    text = yaml.safe_dump(doc, sort_keys=False)
+    at, line = _refused(text)
+    assert at == _line_of(text, "deploy", "environment")
     assert f"deploy -> environment: the serving name '{'p' * 30}-eee" in line
     assert "longer than 63 characters" in line

@@ -19,9 +19,6 @@ from runner.targets.serving_pod import (
     ANNOTATION_RUN,
     CLUSTER_TARGETS,
     KSERVE,
-    LABEL_MODEL,
-    LABEL_VALUE,
-    MAX_NAME,
     PORT_NAME,
     RELEASE_FILE,
     Serving,
@@ -198,12 +195,6 @@ def _check_release(spec: Spec, release: Release) -> None:
             f"{environment_dir(spec)}/{RELEASE_FILE} names model {release.model!r} "
             f"but registry.model is {model!r}; the server would load the wrong "
             "model: promote a version of it (mlops promote) or fix registry.model"
-        )
-    if len(model) > MAX_NAME or not LABEL_VALUE.match(model):
-        raise RunError(
-            f"registry.model {model!r} cannot be the Kubernetes label {LABEL_MODEL}: "
-            f"at most {MAX_NAME} letters, digits, '-', '_' or '.', starting and "
-            "ending with a letter or digit"
         )
 
 

@@ -103,11 +103,6 @@ def serving_name(spec: Spec) -> str:
     return f"{spec.project.name}-{spec.deploy['environment']}"
 
 
-def _problem(path: tuple[str, ...], message: str) -> Problem:
-    # The spec's positions are gone by now; the key path says what to fix.
-    return Problem(1, 1, path, message)
-
-
 def _is_local(uri: str) -> bool:
     return urlsplit(uri).scheme in ("", "file", "sqlite")
 
@@ -118,46 +113,56 @@ def _secrets(spec: Spec) -> dict[str, str]:
     return dict(spec.argo.get("secrets", {}) if given is None else given)
 
 
-def _problems(
-    spec: Spec, argocd: dict[str, str], replicas: dict[str, int]
-) -> list[Problem]:
-    """What would make the manifests useless on a cluster."""
+def problems(spec: Spec) -> list[tuple[tuple[str, ...], str]]:
+    """What would make a cluster target's manifests useless, by key path.
+
+    `runner.checks` reports these at their lines when the spec is loaded, so
+    `mlops validate` catches them; a spec built without its document still
+    fails in :func:`settings`.
+    """
+    if spec.deploy["target"] not in CLUSTER_TARGETS:
+        return []
+    deploy = spec.deploy
+    argocd = nested_defaults("deploy", "argocd", deploy.get("argocd"))
+    argocd.setdefault("repo", spec.argo.get("repo", ""))
+    replicas = nested_defaults("deploy", "replicas", deploy.get("replicas"))
     secrets = _secrets(spec)
-    found = []
+    found: list[tuple[tuple[str, ...], str]] = []
     if not argocd["repo"]:
-        found.append(
-            _problem(
-                ("deploy", "argocd", "repo"),
-                "the Argo CD Application needs the git URL it syncs "
-                f"{environment_dir(spec)}/ from; set deploy.argocd.repo or argo.repo",
-            )
-        )
+        found.append((
+            ("deploy", "argocd", "repo"),
+            "the Argo CD Application needs the git URL it syncs "
+            f"{environment_dir(spec)}/ from; set deploy.argocd.repo or argo.repo",
+        ))  # fmt: skip
     if _is_local(spec.storage.tracking_uri) and TRACKING_URI not in secrets:
-        found.append(
-            _problem(
-                ("deploy", "target"),
-                "serving pods fetch the model from MLflow, and "
-                f"{spec.storage.tracking_uri!r} is a file on this machine; give "
-                f"{TRACKING_URI} in deploy.secrets or argo.secrets "
-                f"(e.g. {TRACKING_URI}: mlflow/uri) "
-                "or set storage.mlflow.tracking_uri to the tracking server's URL",
-            )
-        )
+        found.append((
+            ("deploy", "target"),
+            "serving pods fetch the model from MLflow, and "
+            f"{spec.storage.tracking_uri!r} is a file on this machine; give "
+            f"{TRACKING_URI} in deploy.secrets or argo.secrets "
+            f"(e.g. {TRACKING_URI}: mlflow/uri) "
+            "or set storage.mlflow.tracking_uri to the tracking server's URL",
+        ))  # fmt: skip
     if replicas["min"] > replicas["max"]:
-        found.append(
-            _problem(
-                ("deploy", "replicas"),
-                f"min ({replicas['min']}) is more than max ({replicas['max']})",
-            )
-        )
+        found.append((
+            ("deploy", "replicas"),
+            f"min ({replicas['min']}) is more than max ({replicas['max']})",
+        ))  # fmt: skip
     if len(serving_name(spec)) > MAX_NAME:
-        found.append(
-            _problem(
-                ("deploy", "environment"),
-                f"the serving name {serving_name(spec)!r} is longer than {MAX_NAME} "
-                "characters; shorten project.name or deploy.environment",
-            )
-        )
+        found.append((
+            ("deploy", "environment"),
+            f"the serving name {serving_name(spec)!r} is longer than {MAX_NAME} "
+            "characters; shorten project.name or deploy.environment",
+        ))  # fmt: skip
+    model = spec.registry["model"]
+    if len(model) > MAX_NAME or not LABEL_VALUE.match(model):
+        found.append((
+            ("registry", "model"),
+            f"{model!r} cannot be the Kubernetes label {LABEL_MODEL} that the "
+            f"{deploy['target']} target puts on every serving resource: at most "
+            f"{MAX_NAME} letters, digits, '-', '_' or '.', starting and ending "
+            "with a letter or digit",
+        ))  # fmt: skip
     return found
 
 
@@ -167,9 +172,11 @@ def settings(spec: Spec) -> Serving:
     argocd = nested_defaults("deploy", "argocd", deploy.get("argocd"))
     argocd.setdefault("repo", spec.argo.get("repo", ""))
     replicas = nested_defaults("deploy", "replicas", deploy.get("replicas"))
-    found = _problems(spec, argocd, replicas)
+    found = problems(spec)
     if found:
-        raise SpecError(spec.filename, found)
+        # Only a spec built without its document gets here (checks.py reports
+        # these at their lines): the key path says what to fix.
+        raise SpecError(spec.filename, [Problem(1, 1, p, m) for p, m in found])
     kserve = deploy["target"] == KSERVE
     return Serving(
         target=deploy["target"],
