@@ -128,7 +128,9 @@ class _Builder:
                 self.fail(key_node, path, "keys must be plain scalars")
                 continue
             key = self.build(key_node, (*path, "<key>"))
-            if not isinstance(key, str | int | float | bool):
+            if key is None:  # `null:` or `~:`: named as YAML spells it
+                key = "null"
+            elif not isinstance(key, str | int | float | bool):
                 key = str(key)
             if key in own:
                 self.fail(key_node, (*path, key), "duplicate key")
