@@ -18,6 +18,7 @@ from jsonschema import validators
 from runner import compile as compiler
 from runner import plan as planner
 from runner import spec as specs
+from runner.schema import schema
 from runner.targets import argo
 from tests.support import REFERENCE, ROOT, missing, unresolved_refs
 from tests.test_properties import _spec_text, pipelines
@@ -384,6 +385,26 @@ def test_checkov_argo_checks_pass(case: str, tmp_path: Path) -> None:
         for check in ("CKV_ARGO_1", "CKV_ARGO_2")
         for name in ("workflow-template.yaml", "workflow.yaml")
     }
+
+
+def test_without_argo_resources_every_pod_still_has_limits() -> None:
+    """No pod runs unbounded: the schema's default applies, a field at a time."""
+    text = _spec_text({"prep": {"run": "python prep.py", "outs": ["out/prep"]}})
+    default = schema()["$defs"]["argo"]["properties"]["resources"]["default"]
+    for extra, expected in (
+        ("", default),
+        ("argo:\n  resources: {cpu: 250m}\n", {**default, "cpu": "250m"}),
+    ):
+        manifests = argo.compile_plan(planner.build(specs.parse(text + extra)))
+        containers = [
+            t["container"]
+            for m in manifests.values()
+            for t in (m["spec"].get("workflowSpec") or m["spec"]).get("templates", [])
+            if "container" in t
+        ]
+        assert len(containers) >= 2  # the stage and the cron monitor
+        for container in containers:
+            assert container["resources"] == {"requests": expected, "limits": expected}
 
 
 def test_the_cron_monitor_has_the_limits_and_remote_of_every_template() -> None:

@@ -13,7 +13,7 @@ import shlex
 from typing import Any
 
 from runner.plan import Plan, PlannedStage
-from runner.spec import Spec
+from runner.spec import Spec, nested_defaults
 from runner.targets.pod import (
     LABEL_MANAGED,
     LABEL_PROJECT,
@@ -84,8 +84,9 @@ def _metadata(spec: Spec, name: str) -> dict[str, Any]:
 def _resources(stage: PlannedStage | None, spec: Spec) -> dict[str, Any]:
     """Requests and limits: `argo.resources`, then the stage's own (if any)."""
     own = stage.source.resources if stage and stage.source else {}
-    merged = {**spec.argo.get("resources", {}), **own}
-    amounts = {k: merged[k] for k in ("cpu", "memory") if k in merged}
+    given = spec.argo.get("resources")
+    merged = {**nested_defaults("argo", "resources", given), **own}
+    amounts: dict[str, Any] = {k: merged[k] for k in ("cpu", "memory") if k in merged}
     limits: dict[str, Any] = dict(amounts)
     if merged.get("gpu"):
         # Kubernetes takes extended resources as limits; the request follows.

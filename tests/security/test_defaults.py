@@ -327,6 +327,12 @@ CHECKS: dict[str, Callable[[Any, Fixtures], bool]] = {
         (m["spec"].get("workflowSpec") or m["spec"])["serviceAccountName"] == d
         for m in _argo("")
     ),
+    "argo.resources": lambda d, f: all(
+        t["container"]["resources"] == {"requests": d, "limits": d}
+        for m in _argo("")
+        for t in (m["spec"].get("workflowSpec") or m["spec"])["templates"]
+        if "container" in t
+    ),
     "argo.ttl_seconds": lambda d, f: all(
         (m["spec"].get("workflowSpec") or m["spec"])["ttlStrategy"][
             "secondsAfterCompletion"
