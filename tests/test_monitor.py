@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -34,7 +35,7 @@ from stages.monitor import (
     outputs,
 )
 from stages.monitor import current as cur
-from tests.support import ROOT, dvc, mlops, run
+from tests.support import ROOT, dvc, mlops, quiet_env, run
 
 SPEC = ROOT / "tests" / "monitor" / "mlops.yaml"
 COLOURS = ["red", "green", "blue"]
@@ -431,6 +432,77 @@ def test_exit_codes_and_outputs_through_the_cli(
 
     missing = mlops("monitor", "--current", "nope.csv", cwd=root, check=False)
     assert missing.returncode == 1 and "nope.csv: no such file" in missing.stderr
+
+
+def test_the_cron_workflows_pod_checks_the_committed_data_from_a_clean_clone(
+    trained: dict[str, object], tmp_path: Path
+) -> None:
+    """The CronWorkflow's monitor script, run as its pod would: an empty
+    workspace, the manifest's environment, the repository cloned at a commit,
+    the DVC remote and MLflow reached only through their settings (a cluster
+    gives them as a URL and a secret; here, the module's remote and store)."""
+    import yaml
+
+    from runner import compile as compiler
+    from runner import spec as specs
+    from runner.targets import argo
+
+    root = Path(str(trained["root"]))
+    origin = tmp_path / "origin"
+    run(["git", "clone", "-q", str(root), str(origin)], cwd=tmp_path)
+    spec = origin / "mlops.yaml"
+    spec.write_text(
+        spec.read_text().replace("monitoring:\n", "monitoring:\n  current: points\n")
+    )
+    # What a team commits after its first run: DVC's own files, and the spec
+    # with the files compiled from it.
+    mlops("compile", cwd=origin)
+    for name in (".dvc/config", ".dvc/.gitignore", ".dvcignore"):
+        if (root / name).exists():
+            (origin / name).parent.mkdir(exist_ok=True)
+            shutil.copy(root / name, origin / name)
+    run(["git", "add", "-A"], cwd=origin)
+    run(
+        ["git", "commit", "-qm", "the weekly check reads the committed data"],
+        cwd=origin,
+    )
+    rendered = compiler.render(specs.load(spec))
+    cron = yaml.safe_load(rendered[argo.CRON_FILE])
+    [template] = cron["spec"]["workflowSpec"]["templates"]
+    container = template["container"]
+    assert container["command"] == ["sh", "-c"]
+    assert container["resources"]["limits"]  # bounded like every other template
+    script = container["args"][0]
+    assert f"cd {argo.WORKSPACE}\n" in script and script.rstrip().endswith(
+        "mlops monitor"
+    )
+    workspace = tmp_path / "pod"
+    workspace.mkdir()
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    env.update({
+        "MLOPS_REPO": str(origin),  # {{workflow.parameters.repo}}, as submitted
+        "MLOPS_DVC_REMOTE_URL": str(root / ".mlops" / "dvc-remote"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / '.mlops' / 'mlflow.db'}",
+        "HOME": str(workspace),
+    })  # fmt: skip
+    assert env["MLOPS_REVISION"] == "HEAD"
+    proc = subprocess.run(
+        ["sh", "-c", script.replace(f"cd {argo.WORKSPACE}\n", f"cd {workspace}\n")],
+        cwd=workspace, env={**quiet_env(), **env}, capture_output=True, text=True,
+        timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode == EXIT_CODES[NO_DRIFT], proc.stdout + proc.stderr
+    result = json.loads(
+        (workspace / "repo" / ".mlops" / "monitor" / outputs.RESULT_FILE).read_text()
+    )
+    assert result["verdict"] == NO_DRIFT
+    assert result["current"]["source"] == "data source 'points'"  # type: ignore[index]
+    # The reference came from the remote: this pod never ran the pipeline.
+    assert not (workspace / "repo" / "artifacts" / "preprocess").exists()
+    ref = result["reference"]
+    assert isinstance(ref, dict)
+    assert ref["data_md5"] == trained["first_md5"] and ref["version"] == "1"
+    assert "DVC remote" in str(ref["source"])
 
 
 def test_the_fast_and_the_line_reader_give_the_same_rows(tmp_path: Path) -> None:
