@@ -388,6 +388,15 @@ def test_validate_and_run_pass_right_after_init(
     assert framework.mlops("compile", "--check", cwd=root) == (
         "generated files are up to date\n"
     )
+    # The team's first edit: a smaller forest. The plan names only what it moves.
+    spec = root / "mlops.yaml"
+    text = spec.read_text()
+    assert text.count("params: {n_estimators: 200}") == 1, text
+    spec.write_text(text.replace("n_estimators: 200", "n_estimators: 50"))
+    plan = framework.mlops("plan", cwd=root)
+    assert "3 of 6 stages would run:" in plan, plan
+    assert "stages.train modified" in plan, plan
+    assert plan.splitlines()[-1] == "unchanged: ingest, validate, preprocess", plan
 
 
 def test_column_names_yaml_would_misread_are_quoted() -> None:
