@@ -17,6 +17,7 @@ import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -434,19 +435,66 @@ def test_exit_codes_and_outputs_through_the_cli(
     assert missing.returncode == 1 and "nope.csv: no such file" in missing.stderr
 
 
-def test_the_cron_workflows_pod_checks_the_committed_data_from_a_clean_clone(
-    trained: dict[str, object], tmp_path: Path
-) -> None:
-    """The CronWorkflow's monitor script, run as its pod would: an empty
-    workspace, the manifest's environment, the repository cloned at a commit,
-    the DVC remote and MLflow reached only through their settings (a cluster
-    gives them as a URL and a secret; here, the module's remote and store)."""
+def _cron_pod(origin: Path, store: Path, pods: Path) -> tuple[Path, dict[str, Any]]:
+    """The CronWorkflow's monitor script of ``origin``'s committed spec, run as
+    its pod would: an empty workspace, the manifest's environment, the
+    repository cloned at a commit, the DVC remote and MLflow reached only
+    through their settings (a cluster gives them as a URL and a secret; here,
+    ``store``'s remote folder and SQLite file). Its clone and monitor.json."""
     import yaml
 
     from runner import compile as compiler
     from runner import spec as specs
     from runner.targets import argo
 
+    rendered = compiler.render(specs.load(origin / "mlops.yaml"))
+    cron = yaml.safe_load(rendered[argo.CRON_FILE])
+    [template] = cron["spec"]["workflowSpec"]["templates"]
+    container = template["container"]
+    assert container["command"] == ["sh", "-c"]
+    assert container["resources"]["limits"]  # bounded like every other template
+    script = container["args"][0]
+    assert f"cd {argo.WORKSPACE}\n" in script
+    assert script.rstrip().endswith("mlops monitor")
+    workspace = pods / "pod"
+    workspace.mkdir(parents=True)
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    assert env["MLOPS_REVISION"] == "HEAD"
+    env.update({
+        "MLOPS_REPO": str(origin),  # {{workflow.parameters.repo}}, as submitted
+        "MLOPS_DVC_REMOTE_URL": str(store / ".mlops" / "dvc-remote"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{store / '.mlops' / 'mlflow.db'}",
+        "HOME": str(workspace),
+    })  # fmt: skip
+    proc = subprocess.run(
+        ["sh", "-c", script.replace(f"cd {argo.WORKSPACE}\n", f"cd {workspace}\n")],
+        cwd=workspace, env={**quiet_env(), **env}, capture_output=True, text=True,
+        timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode == EXIT_CODES[NO_DRIFT], proc.stdout + proc.stderr
+    clone = workspace / "repo"
+    result = json.loads(
+        (clone / ".mlops" / "monitor" / outputs.RESULT_FILE).read_text()
+    )
+    assert result["verdict"] == NO_DRIFT
+    # The reference came from the remote: this pod never ran the pipeline.
+    assert not (clone / "artifacts" / "preprocess").exists()
+    assert "DVC remote" in str(result["reference"]["source"])
+    return clone, result
+
+
+def _commit_compiled(repo: Path, message: str) -> None:
+    """What a team commits after its first run: the spec, the files compiled
+    from it and DVC's own configuration."""
+    mlops("compile", cwd=repo)
+    names = ["mlops.yaml", "dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore"]
+    run(["git", "add", *[n for n in names if (repo / n).exists()]], cwd=repo)
+    run(["git", "commit", "-qm", message], cwd=repo)
+
+
+def test_the_cron_workflows_pod_checks_the_committed_data_from_a_clean_clone(
+    trained: dict[str, object], tmp_path: Path
+) -> None:
     root = Path(str(trained["root"]))
     origin = tmp_path / "origin"
     run(["git", "clone", "-q", str(root), str(origin)], cwd=tmp_path)
@@ -454,55 +502,33 @@ def test_the_cron_workflows_pod_checks_the_committed_data_from_a_clean_clone(
     spec.write_text(
         spec.read_text().replace("monitoring:\n", "monitoring:\n  current: points\n")
     )
-    # What a team commits after its first run: DVC's own files, and the spec
-    # with the files compiled from it.
-    mlops("compile", cwd=origin)
-    for name in (".dvc/config", ".dvc/.gitignore", ".dvcignore"):
-        if (root / name).exists():
-            (origin / name).parent.mkdir(exist_ok=True)
-            shutil.copy(root / name, origin / name)
-    run(["git", "add", "-A"], cwd=origin)
-    run(
-        ["git", "commit", "-qm", "the weekly check reads the committed data"],
-        cwd=origin,
-    )
-    rendered = compiler.render(specs.load(spec))
-    cron = yaml.safe_load(rendered[argo.CRON_FILE])
-    [template] = cron["spec"]["workflowSpec"]["templates"]
-    container = template["container"]
-    assert container["command"] == ["sh", "-c"]
-    assert container["resources"]["limits"]  # bounded like every other template
-    script = container["args"][0]
-    assert f"cd {argo.WORKSPACE}\n" in script and script.rstrip().endswith(
-        "mlops monitor"
-    )
-    workspace = tmp_path / "pod"
-    workspace.mkdir()
-    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
-    env.update({
-        "MLOPS_REPO": str(origin),  # {{workflow.parameters.repo}}, as submitted
-        "MLOPS_DVC_REMOTE_URL": str(root / ".mlops" / "dvc-remote"),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{root / '.mlops' / 'mlflow.db'}",
-        "HOME": str(workspace),
-    })  # fmt: skip
-    assert env["MLOPS_REVISION"] == "HEAD"
-    proc = subprocess.run(
-        ["sh", "-c", script.replace(f"cd {argo.WORKSPACE}\n", f"cd {workspace}\n")],
-        cwd=workspace, env={**quiet_env(), **env}, capture_output=True, text=True,
-        timeout=300, check=False,
-    )  # fmt: skip
-    assert proc.returncode == EXIT_CODES[NO_DRIFT], proc.stdout + proc.stderr
-    result = json.loads(
-        (workspace / "repo" / ".mlops" / "monitor" / outputs.RESULT_FILE).read_text()
-    )
-    assert result["verdict"] == NO_DRIFT
-    assert result["current"]["source"] == "data source 'points'"  # type: ignore[index]
-    # The reference came from the remote: this pod never ran the pipeline.
-    assert not (workspace / "repo" / "artifacts" / "preprocess").exists()
+    dvc_dir = origin / ".dvc"
+    dvc_dir.mkdir(exist_ok=True)
+    shutil.copy(root / ".dvc" / "config", dvc_dir / "config")
+    _commit_compiled(origin, "the weekly check reads the committed data")
+    _, result = _cron_pod(origin, root, tmp_path)
+    assert result["current"]["source"] == "data source 'points'"
     ref = result["reference"]
-    assert isinstance(ref, dict)
     assert ref["data_md5"] == trained["first_md5"] and ref["version"] == "1"
-    assert "DVC remote" in str(ref["source"])
+
+
+def test_the_examples_cron_workflow_succeeds_on_its_production_model(
+    example_run: Any, tmp_path: Path
+) -> None:
+    """The bundled example's own CronWorkflow, as committed: its run pushed to
+    the remote, version 1 promoted, and the weekly pod finding no drift."""
+    import mlflow
+
+    root = example_run.copy(tmp_path / "repo")
+    mlops("push", cwd=root)
+    client = mlflow.MlflowClient(f"sqlite:///{root / '.mlops' / 'mlflow.db'}")
+    client.set_registered_model_alias("cancer-classifier", "production", "1")
+    _commit_compiled(root, "the example, run and pushed")
+    clone, result = _cron_pod(root, root, tmp_path)
+    assert result["current"]["source"] == "data source 'breast-cancer'"
+    assert result["reference"]["version"] == "1"
+    assert result["features"] and not any(f["drifted"] for f in result["features"])
+    assert (clone / ".mlops" / "monitor" / outputs.REPORT_FILE).exists()
 
 
 def test_the_fast_and_the_line_reader_give_the_same_rows(tmp_path: Path) -> None:
