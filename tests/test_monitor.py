@@ -671,3 +671,36 @@ def test_a_failing_run_lookup_is_a_reason_not_a_missing_hash() -> None:
     assert reference._run_tag(Client(codes.RESOURCE_DOES_NOT_EXIST), "r1") is None
     with pytest.raises(reference.Missing, match="reading training run r1 failed"):
         reference._run_tag(Client(codes.INTERNAL_ERROR), "r1")
+
+
+def test_a_registry_fault_loading_the_model_fails_the_run_not_the_prediction_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A model the registry would not hand over is a failure (exit 1); a model
+    that cannot predict on the data is "could not check" with the reason."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos import databricks_pb2 as codes
+
+    from stages.monitor import cli
+    from stages.monitor import reference as ref_mod
+
+    ident = ref_mod.Identity("tiny", "1", "r1", "md5", None)
+    frame = features(points(60, 1))
+    batch = cur.Batch(frame=frame, source="test")
+
+    def refused(params: object, ident: object) -> None:
+        raise MlflowException("Permission denied", error_code=codes.PERMISSION_DENIED)
+
+    monkeypatch.setattr(ref_mod, "load_model", refused)
+    with pytest.raises(common.StageError, match=r"downloading models:/tiny/1"):
+        cli.prediction_score({}, ident, frame, batch, LIMITS)
+
+    class Broken:
+        def predict(self, data: object) -> None:
+            raise ValueError("columns do not match")
+
+    monkeypatch.setattr(ref_mod, "load_model", lambda params, ident: Broken())
+    score, _, both = cli.prediction_score({}, ident, frame, batch, LIMITS)
+    assert score.score is None and both is None
+    assert "could not predict: columns do not match" in str(score.reason)
+    assert drift.verdict([], [score]).verdict == UNCHECKED

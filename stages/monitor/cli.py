@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from stages import common
+from stages import common, lookups
 from stages.monitor import (
     DRIFT,
     EXIT_CODES,
@@ -110,6 +110,11 @@ def prediction_score(
     empty = pd.Series(dtype=float)
     try:
         model = ref_mod.load_model(params, ident)
+    except lookups.faults() as e:  # the registry failed: a failure, not a verdict
+        raise lookups.failure(
+            e, f"downloading models:/{ident.model}/{ident.version}"
+        ) from e
+    try:
         ref_pred = model.predict(features)
         cur_pred, note = _predictions(model, ident, features, batch)
     except Exception as e:
