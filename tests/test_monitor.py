@@ -655,7 +655,7 @@ def test_labels_that_have_not_arrived_are_a_note_not_a_failure(tmp_path: Path) -
     assert "Labels could not be used: data file" in outputs.markdown(result)
 
 
-def test_a_failing_run_lookup_is_a_reason_not_a_missing_hash() -> None:
+def test_a_failing_run_lookup_fails_the_run_not_reads_as_a_missing_hash() -> None:
     from mlflow.exceptions import MlflowException
     from mlflow.protos import databricks_pb2 as codes
 
@@ -669,7 +669,9 @@ def test_a_failing_run_lookup_is_a_reason_not_a_missing_hash() -> None:
             raise MlflowException(f"run {run_id}", error_code=self.code)
 
     assert reference._run_tag(Client(codes.RESOURCE_DOES_NOT_EXIST), "r1") is None
-    with pytest.raises(reference.Missing, match="reading training run r1 failed"):
+    with pytest.raises(
+        common.StageError, match=r"failed get_run\('r1'\): INTERNAL_ERROR"
+    ):
         reference._run_tag(Client(codes.INTERNAL_ERROR), "r1")
 
 

@@ -49,12 +49,9 @@ class Identity:
 def identity(client: Any, params: Mapping[str, Any]) -> Identity:
     """The production version and the provenance its tags record."""
     reg = promote.registry(params)
-    try:
-        version = promote.by_alias(client, reg.model, reg.production)
-    except Exception as e:  # a 403/500/timeout: not "no production model"
-        raise Missing(
-            f"the registry at {common.tracking_uri(params)} failed: {e}"
-        ) from e
+    # A refused or failing look-up raises (a failure, exit 1); None is only
+    # the registry saying no version holds the alias.
+    version = promote.by_alias(client, reg.model, reg.production)
     if version is None:
         raise Missing(
             f"no version of {reg.model} holds @{reg.production} in the registry at "
@@ -83,7 +80,7 @@ def _run_tag(client: Any, run_id: str | None) -> str | None:
     except MlflowException as e:
         if lookups.absent(e):
             return None  # the run was deleted: no hash to find the split by
-        raise Missing(f"reading training run {run_id} failed: {e}") from e
+        raise lookups.failure(e, f"get_run({run_id!r})") from e
 
 
 def fetch_split(root: Path, md5: str, dest: Path) -> str:
