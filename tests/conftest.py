@@ -35,6 +35,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import figures
 from tests.support import ROOT, TEST_ENV, build_example_run, copy_run, run, store_of
 
 # The longest modules, longest first. `make test` runs two workers with
@@ -56,6 +57,33 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         )
 
     items.sort(key=rank)
+
+
+# Rows of the README's reliability table, collected from the reports (under
+# pytest-xdist, the controller sees every worker's; see tests/figures.py).
+_FIGURES: dict[str, dict] = {}
+
+
+@pytest.fixture
+def figure(record_property):
+    """Record this test's row of the reliability table (tests/figures.py)."""
+
+    def record(kind: str, case: str, result: str, **numbers: object) -> None:
+        record_property(figures.PROPERTY, figures.row(kind, case, result, numbers))
+
+    return record
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call" and report.passed:
+        for name, value in report.user_properties:
+            if name == figures.PROPERTY:
+                _FIGURES[report.nodeid] = value
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if not hasattr(session.config, "workerinput"):  # the controller, or no xdist
+        figures.merge(_FIGURES)
 
 
 @pytest.fixture(autouse=True)
