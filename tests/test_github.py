@@ -1,6 +1,8 @@
 """The GitHub Actions target: real validators and the hardening rules, per case.
 
-Each generated workflow goes through zizmor (offline, pedantic persona), the
+The cases are this repository's spec, every spec under tests/golden/ and every
+bundled example under examples/ (compiled in installed mode, as a team's
+repository compiles it). Each generated workflow goes through zizmor (offline, pedantic persona), the
 GitHub workflow JSON schema (check-jsonschema) and actionlint, and must draw no
 finding; a deliberately bad workflow proves each validator's wiring catches one.
 """
@@ -26,9 +28,14 @@ from tests.support import REFERENCE, ROOT, run
 
 GOLDEN = Path(__file__).parent / "golden"
 CASES = sorted(p.name for p in GOLDEN.iterdir() if (p / "mlops.yaml").exists())
-SPECS = {"repository": ROOT / "mlops.yaml"} | {
-    case: GOLDEN / case / "mlops.yaml" for case in CASES
-}
+# The bundled examples (examples/*/mlops.yaml) are compiled as a team that
+# installed the framework compiles them.
+EXAMPLES = sorted(p.parent.name for p in (ROOT / "examples").glob("*/mlops.yaml"))
+SPECS = (
+    {"repository": ROOT / "mlops.yaml"}
+    | {case: GOLDEN / case / "mlops.yaml" for case in CASES}
+    | {f"examples/{name}": ROOT / "examples" / name / "mlops.yaml" for name in EXAMPLES}
+)
 # Every tag of each pinned action and its commit (see tests/reference/README.md).
 TAGS_TABLE = REFERENCE / "github-actions-tags.json"
 USES_LINE = re.compile(r"^\s*(?:- )?uses: (?P<ref>\S+)(?P<rest>.*)$")
@@ -69,6 +76,12 @@ jobs:
 """
 
 
+def test_every_example_is_a_case() -> None:
+    """An example folder without a spec would drop out of every check here."""
+    folders = sorted(p.name for p in (ROOT / "examples").iterdir() if p.is_dir())
+    assert folders and folders == EXAMPLES
+
+
 def _tool(name: str) -> str:
     """A validator installed beside this interpreter (the dev extras)."""
     found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(
@@ -83,8 +96,9 @@ def _tool(name: str) -> str:
 
 def _rendered(name: str) -> dict[str, str]:
     spec = specs.load(SPECS[name])
+    case = "installed" if name.startswith("examples/") else name
     files = compiler.render(
-        spec, framework=golden_framework(name, spec.ci.get("install"))
+        spec, framework=golden_framework(case, spec.ci.get("install"))
     )
     return {p: t for p, t in files.items() if p.startswith(github.WORKFLOWS + "/")}
 
