@@ -11,7 +11,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DISABLE_DEEPCHECKS_ANONYMOUS_TELEMETRY := 1
 export DO_NOT_TRACK := 1
 
-.PHONY: run test setup lint bench clean docs
+.PHONY: run test setup lint bench clean docs figures
 
 setup: $(VENV)/.installed
 
@@ -49,6 +49,11 @@ lint: setup
 # docs/spec-reference.md from schema/mlops.schema.json (tests/test_docs.py checks it).
 docs: setup
 	$(BIN)/python -m runner.specdoc
+
+# README.md's reliability table, from the rows the last test run recorded
+# (.mlops/figures.json; tests/figures.py).
+figures: setup
+	$(BIN)/python -m tests.figures
 
 bench: setup
 	$(BIN)/python bench/bench_cli.py

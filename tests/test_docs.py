@@ -16,6 +16,7 @@ from markdown_it import MarkdownIt
 
 from runner import specdoc
 from runner.schema import SCHEMA_PATH
+from tests import figures
 from tests.support import ROOT
 
 PAGES = sorted([ROOT / "README.md", *(ROOT / "docs").rglob("*.md")])
@@ -259,3 +260,42 @@ def test_images_in_the_docs_are_small_pngs() -> None:
     for image in images:
         assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", image
         assert image.stat().st_size < MAX_IMAGE_BYTES, image
+
+
+def _figure_rows(text: str) -> list[str]:
+    """The test of each row of the README's reliability table."""
+    _, _, rest = text.partition(figures.BEGIN)
+    block, found, _ = rest.partition(figures.END)
+    assert found, "README.md: the reliability table's markers are missing"
+    rows = [line for line in block.splitlines() if line.startswith("| ")][1:]
+    return [
+        "::".join(re.findall(r"`([^`]+)`", row.rsplit(" | ", 1)[-1])) for row in rows
+    ]
+
+
+def test_every_test_that_records_a_figure_has_its_row_in_the_readme() -> None:
+    """The table is generated (`make figures`); this catches a stale one."""
+    rows = _figure_rows((ROOT / "README.md").read_text(encoding="utf-8"))
+    tests = figures.recording_tests()
+    assert len(tests) > 20, "the scan for tests taking `figure` found too few"
+    missing = sorted(set(tests) - set(rows))
+    assert not missing, f"no row for {missing}: run `make test`, then `make figures`"
+    assert sorted(rows) == sorted(set(rows)), "a test has two rows"
+    assert set(rows) <= set(tests), "a row names a test that no longer exists"
+
+
+def test_the_figures_table_renders_a_parametrised_test_as_one_row() -> None:
+    rows = {
+        "tests/reliability/test_x.py::test_y[a]": figures.row(
+            "fault", "c", "r", {"seconds": 1.5}
+        ),
+        "tests/reliability/test_x.py::test_y[b]": figures.row(
+            "fault", "c", "r", {"seconds": 2.5}
+        ),
+        "tests/reliability/test_x.py::test_gone": figures.row("load", "c", "r", {}),
+    }
+    table = figures.table(rows, ["tests/reliability/test_x.py::test_y"])
+    assert table.splitlines()[2:] == [
+        "| fault | c | r | cases 2, max seconds 2.5 | "
+        "`tests/reliability/test_x.py` `test_y` |"
+    ]

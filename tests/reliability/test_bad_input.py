@@ -209,6 +209,7 @@ def test_bad_input_is_refused_with_a_clear_error(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
+    figure,
 ) -> None:
     _, edit, expected = CASES[case]
     (tmp_path / "mlops.yaml").write_bytes(edit(BASE.encode()))
@@ -220,6 +221,11 @@ def test_bad_input_is_refused_with_a_clear_error(
         assert captured.err.splitlines() == [f"mlops.yaml:{e}" for e in expected]
         assert "Traceback" not in captured.err
         assert _tree(tmp_path) == before, f"{command} wrote files"
+    figure(
+        "bad input",
+        "a broken spec: bad YAML, duplicate, unknown or null keys, wrong types, CRLF, BOM, NUL, bad bytes, deep nesting",
+        "validate, compile and run exit 2 naming file:line:column and key; nothing written",
+    )
 
 
 def test_the_exit_code_of_the_command(tmp_path: Path) -> None:
@@ -258,7 +264,7 @@ print(json.dumps({"code": code, "seconds": seconds, "peak": peak,
 """
 
 
-def test_a_20_mb_spec_is_refused_fast_and_small(tmp_path: Path) -> None:
+def test_a_20_mb_spec_is_refused_fast_and_small(tmp_path: Path, figure) -> None:
     big = tmp_path / "mlops.yaml"
     line = "# " + "x" * 97 + "\n"
     size = 20 * 1024 * 1024
@@ -281,11 +287,18 @@ def test_a_20_mb_spec_is_refused_fast_and_small(tmp_path: Path) -> None:
     assert result["seconds"] < 1.0
     assert result["peak"] < 100 * 2**20
     assert result["rss_growth_kb"] * 1024 < 100 * 2**20
+    figure(
+        "bad input",
+        "a 20 MB spec",
+        "refused at 1:1 with exit 2, before it is parsed",
+        seconds=round(result["seconds"], 3),
+        peak_MB=round(result["peak"] / 2**20, 1),
+    )
 
 
 @pytest.mark.parametrize("byte", [b"\xff", b"\0"], ids=["not-utf8", "nul"])
 def test_a_file_of_bad_bytes_costs_one_pass(
-    byte: bytes, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    byte: bytes, tmp_path: Path, capsys: pytest.CaptureFixture[str], figure
 ) -> None:
     """A megabyte of bad bytes: the first ones named, the rest counted, in
     about a second (decoding byte by byte took 17 s for a fifth of this)."""
@@ -300,10 +313,19 @@ def test_a_file_of_bad_bytes_costs_one_pass(
     more = MAX_BYTES - MAX_REPORTED
     assert lines[-1] == f"{spec}:1:{MAX_REPORTED + 1}: and {more} more like these"
     assert seconds < 10
+    figure(
+        "bad input",
+        "a megabyte of bad bytes (0xff, NUL)",
+        f"the first {MAX_REPORTED} named at their column, the rest counted, in one pass",
+        seconds=round(seconds, 2),
+    )
 
 
 def test_too_many_values_stop_the_composer(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    figure,
 ) -> None:
     """Values are counted while composing (pure Python, seconds a megabyte),
     not only while aliases are expanded after it."""
@@ -313,4 +335,9 @@ def test_too_many_values_stop_the_composer(
     assert cli.main(["validate", "-f", str(spec)]) == cli.EXIT_SPEC
     assert capsys.readouterr().err == (
         f"{spec}:16:5: the document holds more than 30 values\n"
+    )
+    figure(
+        "bad input",
+        "more values than the limit (100,000; alias bombs included)",
+        "refused while composing, at the value that crossed it",
     )

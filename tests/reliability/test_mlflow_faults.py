@@ -190,7 +190,9 @@ def test_client_defaults_bound_retries_and_the_users_own_values_win() -> None:
     assert mlflow_env.MLFLOW_HTTP_REQUEST_MAX_RETRIES.default == 7
 
 
-def test_a_refused_production_lookup_passes_no_max_drop_gate(world, capsys) -> None:
+def test_a_refused_production_lookup_passes_no_max_drop_gate(
+    world, capsys, figure
+) -> None:
     server, proxy, root = world
     _direct(server).set_registered_model_alias(MODEL, "production", "1")
     gates_file = root / "artifacts/evaluate/gates.json"
@@ -213,10 +215,16 @@ def test_a_refused_production_lookup_passes_no_max_drop_gate(world, capsys) -> N
     drop = _read(root, "artifacts/evaluate/gates.json")["gates"][-1]
     assert drop["rule"] == "max_drop" and "production_value" in drop, drop
     assert drop["detail"] != evaluate.NO_PRODUCTION
+    figure(
+        "fault",
+        "the registry refuses (403) the production look-up during evaluate",
+        "exit 1 naming the call; no max_drop verdict; after recovery the gate compares",
+        seconds=round(seconds, 1),
+    )
 
 
 def test_a_failing_server_fails_evaluate_within_the_bound(
-    world, capsys, monkeypatch
+    world, capsys, monkeypatch, figure
 ) -> None:
     """MLflow's defaults would retry for about 4 minutes; ours give up in seconds."""
     _, proxy, root = world
@@ -231,9 +239,17 @@ def test_a_failing_server_fails_evaluate_within_the_bound(
     assert proxy.count("GET", API + "experiments/get-by-name") == 1 + retries
     assert metrics_file.read_bytes() == before
     _assert_names(err, proxy, "INTERNAL_ERROR", f"gave up after {retries} retries")
+    figure(
+        "fault",
+        "the whole MLflow server answers 500 during evaluate",
+        f"exit 1 after {retries} retries (MLflow's own: about 4 minutes); metrics unchanged",
+        seconds=round(seconds, 1),
+    )
 
 
-def test_mlops_history_against_a_failing_server_fails_within_the_bound(world) -> None:
+def test_mlops_history_against_a_failing_server_fails_within_the_bound(
+    world, figure
+) -> None:
     """The CLI, in a fresh process with none of the client's variables set."""
     _, proxy, root = world
     proxy.fault(None, "", FAIL)
@@ -249,9 +265,15 @@ def test_mlops_history_against_a_failing_server_fails_within_the_bound(world) ->
     assert "no promotions" not in proc.stdout
     assert proxy.count("GET", GET_MODEL) == 1 + int(tracking.CLIENT_DEFAULTS[RETRIES])
     _assert_names(proc.stderr, proxy, "get_registered_model('faults')", "/health")
+    figure(
+        "fault",
+        "`mlops history` against a server answering 500",
+        "exit 1 naming the call, never 'no promotions'",
+        seconds=round(seconds, 1),
+    )
 
 
-def test_history_refused_is_an_error_not_no_promotions(world, capsys) -> None:
+def test_history_refused_is_an_error_not_no_promotions(world, capsys, figure) -> None:
     _, proxy, _ = world
     proxy.fault("GET", GET_MODEL, FORBIDDEN)
     for args in ([], ["--all", "--json"], ["--at", "2030-01-01"]):
@@ -262,10 +284,16 @@ def test_history_refused_is_an_error_not_no_promotions(world, capsys) -> None:
         _assert_names(err, proxy, "get_registered_model('faults')", "PERMISSION_DENIED")
     proxy.clear()
     assert audit.main([]) == 0
+    figure(
+        "fault",
+        "`mlops history` refused (403), three ways of asking",
+        "exit 1 naming the call, never 'no promotions'; answers after recovery",
+        seconds=round(seconds, 1),
+    )
 
 
 def test_a_lost_answer_to_create_leaves_one_version_after_the_retry(
-    world, capsys
+    world, capsys, figure
 ) -> None:
     server, proxy, root = world
     run_id = _new_candidate(root, register_it=False)
@@ -297,9 +325,15 @@ def test_a_lost_answer_to_create_leaves_one_version_after_the_retry(
     # Once more: the same version, nothing new.
     assert run_stage("register") == 0
     assert [v.version for v in _versions_of(server, run_id)] == [kept.version]
+    figure(
+        "fault",
+        "the answer to create-version lost, after the server created it",
+        "exit 1; the retry keeps one version and adds none; no alias on the extra copy",
+        seconds=round(seconds, 1),
+    )
 
 
-def test_a_refused_version_search_registers_nothing(world, capsys) -> None:
+def test_a_refused_version_search_registers_nothing(world, capsys, figure) -> None:
     """Reading a refused search as "none yet" would register the run twice."""
     server, proxy, root = world
     run_id = str(_read(root, "artifacts/train/run.json")["run_id"])
@@ -315,10 +349,16 @@ def test_a_refused_version_search_registers_nothing(world, capsys) -> None:
         capsys.readouterr().err, proxy, "search_model_versions(\"name='faults'\")",
         "PERMISSION_DENIED",
     )  # fmt: skip
+    figure(
+        "fault",
+        "the version search refused (403) during register",
+        "exit 1 naming the call; no version created",
+        seconds=round(seconds, 1),
+    )
 
 
 def test_a_failed_promote_leaves_production_and_a_retry_is_idempotent(
-    world, capsys
+    world, capsys, figure
 ) -> None:
     server, proxy, root = world
     candidate = _candidate(server, root)
@@ -358,9 +398,17 @@ def test_a_failed_promote_leaves_production_and_a_retry_is_idempotent(
     assert promote.main([]) == 0
     assert "nothing to promote" in capsys.readouterr().out
     assert _production(server) == candidate and len(_entries(server)) == entries + 1
+    figure(
+        "fault",
+        "promote: the look-up refused, the alias move failing (500), its answer lost",
+        "@production unchanged until the move lands; one audit entry; a retry changes nothing",
+        seconds=round(seconds, 1),
+    )
 
 
-def test_a_dropped_connection_is_a_failure_not_an_absence(world, capsys) -> None:
+def test_a_dropped_connection_is_a_failure_not_an_absence(
+    world, capsys, figure
+) -> None:
     """Every connection to the alias look-up dropped: evaluate fails, no verdict."""
     _, proxy, root = world
     gates_file = root / "artifacts/evaluate/gates.json"
@@ -370,9 +418,17 @@ def test_a_dropped_connection_is_a_failure_not_an_absence(world, capsys) -> None
     assert code == 1 and seconds < BOUND_SECONDS and dropped.hits == 2
     assert gates_file.read_bytes() == before
     _assert_names(capsys.readouterr().err, proxy, "get_model_version_by_alias")
+    figure(
+        "fault",
+        "every connection to the alias look-up dropped",
+        "evaluate exits 1; the gates file is unchanged",
+        seconds=round(seconds, 1),
+    )
 
 
-def test_release_and_serve_read_a_refused_lookup_as_a_failure(world, capsys) -> None:
+def test_release_and_serve_read_a_refused_lookup_as_a_failure(
+    world, capsys, figure
+) -> None:
     """`mlops release` and `mlops serve` ask the same registry: no "none" on a 403."""
     from stages import production
     from stages.serving import fetch
@@ -396,10 +452,15 @@ def test_release_and_serve_read_a_refused_lookup_as_a_failure(world, capsys) -> 
     with pytest.raises(common.StageError, match="PERMISSION_DENIED") as refused:
         fetch.resolve(mlflow.MlflowClient(), params, "1")
     assert "has no version" not in str(refused.value)
+    figure(
+        "fault",
+        "`mlops release` and `mlops serve` refused (403) the production look-up",
+        "a failure naming the call, never 'no production model'",
+    )
 
 
 def test_no_password_of_the_tracking_uri_in_the_error(
-    world, capsys, monkeypatch
+    world, capsys, monkeypatch, figure
 ) -> None:
     """MLflow repeats the URL, credentials included, in a dropped call's error."""
     from stages import production
@@ -413,9 +474,14 @@ def test_no_password_of_the_tracking_uri_in_the_error(
     out, err = capsys.readouterr()
     assert "s3cret-value" not in out + err and "team@" not in err
     _assert_names(err, proxy, "get_model_version_by_alias", "INTERNAL_ERROR")
+    figure(
+        "security",
+        "a tracking URI carrying a password, in a dropped call's error",
+        "the password appears in no output",
+    )
 
 
-def test_a_failed_rollback_leaves_production(world, capsys) -> None:
+def test_a_failed_rollback_leaves_production(world, capsys, figure) -> None:
     server, proxy, _ = world
     client = _direct(server)
     newest = max(
@@ -433,9 +499,15 @@ def test_a_failed_rollback_leaves_production(world, capsys) -> None:
     assert rollback.main(["--to", "1"]) == 0
     assert _production(server) == "1"
     assert _entries(server)[-1]["outcome"] == audit.ROLLED_BACK
+    figure(
+        "fault",
+        "rollback's alias move failing (500)",
+        "@production unchanged, no audit entry; the rollback works after recovery",
+        seconds=round(seconds, 1),
+    )
 
 
-def test_the_server_stopped_mid_register_fails_loudly(world, capsys) -> None:
+def test_the_server_stopped_mid_register_fails_loudly(world, capsys, figure) -> None:
     """Last, since it leaves the server down: starting one takes most of a minute
     on a busy machine. What it did store is read from its database directly."""
     import mlflow
@@ -457,3 +529,9 @@ def test_the_server_stopped_mid_register_fails_loudly(world, capsys) -> None:
     assert versions and not [
         v for v in versions if v.tags.get(register.TAG_RUN_ID) == run_id
     ]
+    figure(
+        "fault",
+        "the MLflow server killed as the version is created",
+        "exit 1 naming /health; no version of the run stored; registered.json not written",
+        seconds=round(seconds, 1),
+    )

@@ -349,11 +349,16 @@ def test_every_default_has_a_check() -> None:
 
 @pytest.mark.parametrize("key", sorted(DEFAULTS))
 def test_the_code_applies_the_schemas_default(
-    key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, figure
 ) -> None:
     assert key in CHECKS, f"{key}: no check of its default"
     assert CHECKS[key](DEFAULTS[key], (tmp_path, monkeypatch)), (
         f"{key}: the schema says {DEFAULTS[key]!r}, the code applies something else"
+    )
+    figure(
+        "defaults",
+        "a default the schema declares",
+        "the code applies the same value",
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,24 @@ from runner.errors import SpecError
 from runner.schema import schema
 
 FULL = Path(__file__).with_name("full.yaml")
+# Examples tried per test, for its row of the reliability table.
+TRIED: Counter[str] = Counter()
+
+
+def _tried(figure: Any, test: str, case: str) -> None:
+    TRIED[test] += 1
+    figure("bad input", case, "only SpecError escaped", examples=TRIED[test])
+
+
 FUZZ = settings(
     max_examples=150,
     deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        # `figure` only records this test's row: it holds no state between examples.
+        HealthCheck.function_scoped_fixture,
+    ],
 )
 
 
@@ -87,13 +102,19 @@ def _must_be_spec_error(text: str) -> None:
     "deploy": TREES, "monitoring": TREES, "argo": TREES, "ci": TREES,
     "storage": TREES, "registry": TREES,
 }))  # fmt: skip
-def test_trees_from_the_schemas_words(tree: dict[str, Any]) -> None:
+def test_trees_from_the_schemas_words(figure: Any, tree: dict[str, Any]) -> None:
+    _tried(
+        figure,
+        "test_trees_from_the_schemas_words",
+        "fuzz: YAML trees of the schema's own words",
+    )
     _must_be_spec_error(yaml.safe_dump(tree, allow_unicode=True))
 
 
 @FUZZ
 @given(TREES)
-def test_any_yaml_document(tree: Any) -> None:
+def test_any_yaml_document(figure: Any, tree: Any) -> None:
+    _tried(figure, "test_any_yaml_document", "fuzz: any YAML document")
     _must_be_spec_error(yaml.safe_dump(tree, allow_unicode=True))
 
 
@@ -147,7 +168,10 @@ def _edit(tree: Any, edit: tuple[tuple[Any, ...], str, Any, str]) -> None:
 
 @FUZZ
 @given(st.lists(EDIT, min_size=1, max_size=4))
-def test_the_full_spec_edited(edits: list[tuple[Any, ...]]) -> None:
+def test_the_full_spec_edited(figure: Any, edits: list[tuple[Any, ...]]) -> None:
+    _tried(
+        figure, "test_the_full_spec_edited", "fuzz: the full spec, edited near-valid"
+    )
     """Near-valid specs reach the cross-field checks, with odd values in
     places the schema leaves open (`with` of a `run` stage, params)."""
     tree = copy.deepcopy(BASE)
@@ -168,7 +192,8 @@ def _must_be_spec_error_bytes(data: bytes) -> None:
 
 @FUZZ
 @given(st.binary(max_size=400))
-def test_random_bytes(data: bytes) -> None:
+def test_random_bytes(figure: Any, data: bytes) -> None:
+    _tried(figure, "test_random_bytes", "fuzz: random bytes")
     _must_be_spec_error_bytes(data)
 
 
@@ -187,7 +212,14 @@ FULL_BYTES = FULL.read_bytes()
         max_size=6,
     )
 )
-def test_the_full_spec_with_bytes_broken(edits: list[tuple[int, str, bytes]]) -> None:
+def test_the_full_spec_with_bytes_broken(
+    figure: Any, edits: list[tuple[int, str, bytes]]
+) -> None:
+    _tried(
+        figure,
+        "test_the_full_spec_with_bytes_broken",
+        "fuzz: the full spec's bytes flipped, inserted, deleted",
+    )
     data = bytearray(FULL_BYTES)
     for where, kind, chunk in edits:
         at = min(where, len(data) - 1)
@@ -213,7 +245,8 @@ def test_the_base_is_valid() -> None:
     ),
     st.integers(1, 3000),
 )
-def test_deep_nesting(openers: list[str], depth: int) -> None:
+def test_deep_nesting(figure: Any, openers: list[str], depth: int) -> None:
+    _tried(figure, "test_deep_nesting", "fuzz: nesting up to 3,000 deep, any style")
     """PyYAML's composer recurses once per level: deep input must be refused
     before Python's recursion limit, at any depth and in any style."""
     text = "version: 1\nproject: " + "".join(

@@ -258,7 +258,7 @@ def _try(
     ("kind", "site"), SITES, ids=[f"{k}:{'.'.join(map(str, p))}" for k, p in SITES]
 )
 def test_planted_syntax_is_refused_or_only_data(
-    kind: str, site: tuple[Any, ...]
+    kind: str, site: tuple[Any, ...], figure
 ) -> None:
     problems: list[str] = []
     for variant in _variants(kind, site):
@@ -267,6 +267,12 @@ def test_planted_syntax_is_refused_or_only_data(
             RESULTS[(kind, site, variant, payload_kind)] = outcome
             problems += [f"{variant}: {payload_kind}: {p}" for p in found]
     assert not problems, "\n".join(problems)
+    figure(
+        "security",
+        "shell and template syntax planted in a field that reaches a generated file",
+        f"each of {len(PAYLOADS)} payloads refused at the field, or only quoted data "
+        "in dvc.yaml, the workflows and the manifests",
+    )
 
 
 def test_the_base_compiles_to_yaml() -> None:
