@@ -7,6 +7,7 @@ returns problems; `run_all` collects them so the user sees all at once.
 from __future__ import annotations
 
 import difflib
+import itertools
 import posixpath
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
@@ -169,34 +170,48 @@ def paths_stay_inside(spec: Spec, doc: Document) -> Iterator[Problem]:
             )
 
 
+def _overlapping_pairs(paths: list[str]) -> Iterator[tuple[int, int]]:
+    """(i, j), i < j, where paths i and j are equal or one holds the other.
+
+    In the order of a scan of every pair, but from lookups of each path and
+    its folders: comparing every pair made checking quadratic in the stages.
+    """
+    at: dict[str, list[int]] = {}
+    inside: dict[str, list[int]] = {}  # folder -> the paths inside it
+    for i, path in enumerate(paths):
+        at.setdefault(path, []).append(i)
+        for folder in wiring.folders(path):
+            inside.setdefault(folder, []).append(i)
+    for i, path in enumerate(paths):
+        holders = (at.get(f, []) for f in wiring.folders(path))
+        partners = {*at[path], *inside.get(path, []), *itertools.chain(*holders)}
+        yield from ((i, j) for j in sorted(partners) if j > i)
+
+
 def outputs_unique(spec: Spec, doc: Document) -> Iterator[Problem]:
     owners: list[tuple[str, str, tuple[str | int, ...]]] = []
     for where, path, writes in _declared_paths(spec):
         norm = _normalise(path)
         if writes and norm is not None:
             owners.append((norm, str(where[1]), where))
-    for i, (a, stage_a, where_a) in enumerate(owners):
-        for b, stage_b, where_b in owners[i + 1 :]:
-            if a == b or a.startswith(b + "/") or b.startswith(a + "/"):
-                # Report at the later of the two, naming the earlier one.
-                first, second = sorted(
-                    [(where_a, a, stage_a), (where_b, b, stage_b)],
-                    key=lambda w: (doc.where(w[0]).line, doc.where(w[0]).col),
-                )
-                if first[2] == second[2] and a == b:
-                    what = f"{a!r} is listed twice"
-                elif a == b:
-                    what = f"{a!r} is also written by stage {first[2]!r}"
-                else:
-                    what = (
-                        f"{second[1]!r} overlaps {first[1]!r}, "
-                        f"written by stage {first[2]!r}"
-                    )
-                yield doc.problem(
-                    second[0],
-                    f"{what}; every output must be written by exactly one stage",
-                    at_value=True,
-                )
+    for i, j in _overlapping_pairs([norm for norm, _, _ in owners]):
+        (a, stage_a, where_a), (b, stage_b, where_b) = owners[i], owners[j]
+        # Report at the later of the two, naming the earlier one.
+        first, second = sorted(
+            [(where_a, a, stage_a), (where_b, b, stage_b)],
+            key=lambda w: (doc.where(w[0]).line, doc.where(w[0]).col),
+        )
+        if first[2] == second[2] and a == b:
+            what = f"{a!r} is listed twice"
+        elif a == b:
+            what = f"{a!r} is also written by stage {first[2]!r}"
+        else:
+            what = f"{second[1]!r} overlaps {first[1]!r}, written by stage {first[2]!r}"
+        yield doc.problem(
+            second[0],
+            f"{what}; every output must be written by exactly one stage",
+            at_value=True,
+        )
 
 
 def custom_outputs_outside_artifacts(spec: Spec, doc: Document) -> Iterator[Problem]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from runner import framework as fw
@@ -51,11 +52,24 @@ class Plan:
     params: dict[str, Any]
     framework: fw.Framework = fw.TEMPLATE
 
+    @cached_property
+    def _by_name(self) -> dict[str, PlannedStage]:
+        return {s.name: s for s in self.stages}
+
+    @cached_property
+    def _upstream(self) -> dict[str, list[str]]:
+        # Indexed once: a target asks for every stage's upstream, and a scan
+        # of the edges per stage made compiling quadratic in the stages.
+        index: dict[str, list[str]] = {}
+        for a, b in sorted(self.edges):
+            index.setdefault(b, []).append(a)
+        return index
+
     def stage(self, name: str) -> PlannedStage:
-        return next(s for s in self.stages if s.name == name)
+        return self._by_name[name]
 
     def upstream_of(self, name: str) -> list[str]:
-        return sorted(a for a, b in self.edges if b == name)
+        return list(self._upstream.get(name, ()))
 
     def downstream_closure(self, names: set[str]) -> set[str]:
         """The stages given and every stage that depends on them."""
@@ -138,28 +152,46 @@ def _custom_files(stage: StageSpec) -> dict[str, Any]:
     }
 
 
-def _owner(path: str, writers: dict[str, str]) -> str | None:
-    for out, stage in writers.items():
-        if path == out or path.startswith(out + "/") or out.startswith(path + "/"):
-            return stage
-    return None
+class _Owners:
+    """Which stage writes a path, or a folder around it, or a file inside it.
+
+    The first writer (in the writers' order) that is the path, a folder
+    holding it, or a file inside it: found by lookups of the path's folders
+    and of the folders of every output, not by a scan of every output per
+    dependency (which made planning quadratic in the stages).
+    """
+
+    def __init__(self, writers: dict[str, str]) -> None:
+        self._stage = list(writers.values())
+        self._at = {out: i for i, out in enumerate(writers)}
+        self._inside: dict[str, int] = {}  # folder -> first output inside it
+        for i, out in enumerate(writers):
+            for folder in wiring.folders(out):
+                self._inside.setdefault(folder, i)
+
+    def of(self, path: str) -> str | None:
+        found = [self._at.get(p) for p in (path, *wiring.folders(path))]
+        found.append(self._inside.get(path))
+        first = min((i for i in found if i is not None), default=None)
+        return None if first is None else self._stage[first]
 
 
 def _order(names: list[str], edges: set[tuple[str, str]]) -> list[str]:
     indegree = {n: 0 for n in names}
-    for _, b in edges:
+    downstream: dict[str, list[str]] = {}
+    for a, b in sorted(edges):
         indegree[b] += 1
+        downstream.setdefault(a, []).append(b)
     ready = [n for n, d in indegree.items() if d == 0]
     heapq.heapify(ready)
     order: list[str] = []
     while ready:
         n = heapq.heappop(ready)
         order.append(n)
-        for a, b in sorted(edges):
-            if a == n:
-                indegree[b] -= 1
-                if indegree[b] == 0:
-                    heapq.heappush(ready, b)
+        for b in downstream.get(n, ()):
+            indegree[b] -= 1
+            if indegree[b] == 0:
+                heapq.heappush(ready, b)
     return order
 
 
@@ -228,11 +260,12 @@ def build(spec: Spec, framework: fw.Framework = fw.TEMPLATE) -> Plan:
             written = [*f["outs"], *f["metrics"], *f["plots"]]
             if not reads.intersection(written):
                 files[s.name]["deps"] += f["metrics"] or written
+    owners = _Owners(writers)
     edges = {
         (owner, name)
         for name, f in files.items()
         for dep in f["deps"]
-        if (owner := _owner(dep, writers)) is not None and owner != name
+        if (owner := owners.of(dep)) is not None and owner != name
     }
     planned = {
         s.name: PlannedStage(

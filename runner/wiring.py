@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from runner.builtins import ARTIFACTS_DIR, BUILTINS, Output
@@ -22,6 +22,18 @@ def output_paths(name: str, uses: str) -> dict[str, tuple[str, Output]]:
         o.role: (f"{ARTIFACTS_DIR}/{name}/{o.filename}", o)
         for o in BUILTINS[uses].outputs
     }
+
+
+def folders(path: str) -> Iterator[str]:
+    """Every folder f that holds path (path.startswith(f + "/")), outermost first.
+
+    Looking these up in a dict of outputs finds which output holds a path
+    without comparing it with every output.
+    """
+    at = path.find("/")
+    while at != -1:
+        yield path[:at]
+        at = path.find("/", at + 1)
 
 
 def upstream(name: str, needs: Mapping[str, Iterable[str]]) -> list[list[str]]:
