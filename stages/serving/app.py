@@ -11,12 +11,17 @@
 Errors are JSON, ``{"error_code": "BAD_REQUEST", "message": "..."}``, as
 MLflow's scoring server writes them: 400 for a request that does not fit the
 signature, 413 for a body over ``max_request_bytes`` (refused from its
-Content-Length, or counted while it streams in), 503 before the model is
-loaded. With one worker the model is loaded in a thread after the server
-starts listening, so ``/health`` and ``/ready`` answer while it loads. With
-several, each worker loads before it accepts a connection: they share one
-socket, and the kernel would hand requests to a worker still loading, so a
-request waits in the listen backlog instead of getting a 503.
+Content-Length, or counted while it streams in), 408 for a body that has not
+arrived within :data:`BODY_SECONDS`, 503 before the model is loaded. An answer
+sent before the whole body was read (413, 408, 503) closes the connection, so
+the rest of that body is never read. (The request head's limits are
+:mod:`stages.serving.protocol`'s.)
+
+With one worker the model is loaded in a thread after the server starts
+listening, so ``/health`` and ``/ready`` answer while it loads. With several,
+each worker loads before it accepts a connection: they share one socket, and
+the kernel would hand requests to a worker still loading, so a request waits
+in the listen backlog instead of getting a 503.
 """
 
 from __future__ import annotations
@@ -44,6 +49,10 @@ MAX_REQUEST_ID = 128
 # so the supervisor stops instead of restarting it forever.
 LOAD_FAILED = 3
 JSON = b"application/json"
+# A request's body must arrive within this many seconds of its head: a client
+# that sends half a body, or one byte at a time, holds a connection no longer.
+BODY_SECONDS = 10.0
+CLOSE = (b"connection", b"close")
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -54,9 +63,12 @@ Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
 class HttpError(Exception):
     """An answer other than 200, with MLflow's error body."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, close: bool = False
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        self.close = close  # answered before the body was read: end the connection
 
 
 class Disconnected(Exception):
@@ -224,13 +236,24 @@ class App:
     # --- predictions ---
 
     async def body(self, scope: Scope, receive: Receive) -> bytes:
-        """The request body, refused with 413 as soon as it is known to be too big."""
+        """The request body, within :data:`BODY_SECONDS`; refused with 413 as soon
+        as it is known to be too big."""
+        try:
+            async with asyncio.timeout(BODY_SECONDS):
+                return await self._read_body(scope, receive)
+        except TimeoutError:
+            raise HttpError(
+                408, "REQUEST_TIMEOUT",
+                f"the body did not arrive within {BODY_SECONDS:g}s", close=True,
+            ) from None  # fmt: skip
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         limit = self.max_bytes
         declared = _header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise HttpError(413, "REQUEST_TOO_LARGE",
                             f"the body has {int(declared)} bytes; the limit is {limit} "
-                            "(deploy.max_request_bytes)")  # fmt: skip
+                            "(deploy.max_request_bytes)", close=True)  # fmt: skip
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -241,7 +264,7 @@ class App:
             if size > limit:
                 raise HttpError(413, "REQUEST_TOO_LARGE",
                                 f"the body is over the limit of {limit} bytes "
-                                "(deploy.max_request_bytes)")  # fmt: skip
+                                "(deploy.max_request_bytes)", close=True)  # fmt: skip
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
@@ -253,6 +276,7 @@ class App:
             raise HttpError(
                 503, "TEMPORARILY_UNAVAILABLE",
                 "the model is still loading; retry when /ready answers 200",
+                close=True,
             )  # fmt: skip
         data = await self.body(scope, receive)
         kind = (_header(scope, b"content-type") or b"").decode("latin-1")
@@ -278,6 +302,7 @@ class App:
         when = datetime.now(UTC)
         rid = request_id(scope)
         code: str | None = None
+        extra: tuple[tuple[bytes, bytes], ...] = ((REQUEST_ID, rid.encode()),)
         try:
             outputs, values = await self.predict(scope, receive)
             status, body = 200, _json({"predictions": outputs})
@@ -286,12 +311,13 @@ class App:
         except HttpError as e:
             status, code = e.status, e.code
             body = _json({"error_code": e.code, "message": e.message})
+            extra += (CLOSE,) if e.close else ()
         except Exception as e:
             traceback.print_exc()
             status, code = 500, "INTERNAL_ERROR"
             body = _json({"error_code": code, "message": f"prediction failed: {e!r}"})
         if status != 499:  # noqa: PLR2004
-            await _respond(send, status, body, extra=((REQUEST_ID, rid.encode()),))
+            await _respond(send, status, body, extra=extra)
         assert self.metrics is not None  # noqa: S101 - set at startup
         self.metrics.answered(status, time.perf_counter() - start, code)
         if status == 200:  # noqa: PLR2004
