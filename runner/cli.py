@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from runner.errors import RunError, SpecError
+from runner.runlock import EXIT_BUSY, Busy
 
 if TYPE_CHECKING:
     from runner.plan import Plan
+    from runner.spec import Spec
 
 EXIT_SPEC = 2
 EXIT_FAILED = 1
@@ -82,13 +84,15 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
-def _compiled_repo(args: argparse.Namespace) -> tuple[Plan, Path]:
+def _compiled_repo(
+    args: argparse.Namespace, spec: Spec | None = None
+) -> tuple[Plan, Path]:
     """Compile the spec and make its folder a git + DVC repository, saying so."""
     from runner import compile as compiler
     from runner import engine
     from runner import plan as planner
 
-    spec = _load(args)
+    spec = spec or _load(args)
     root = _root(args)
     framework = compiler.framework_for(spec, root)
     plan = planner.build(spec, framework)
@@ -101,9 +105,11 @@ def _compiled_repo(args: argparse.Namespace) -> tuple[Plan, Path]:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from runner import engine
+    from runner import engine, runlock
 
-    plan, root = _compiled_repo(args)
+    spec = _load(args)  # bad input: exit 2 before the lock writes anything
+    with runlock.held(_root(args)):  # it compiles: not under a running `run`
+        plan, root = _compiled_repo(args, spec)
     status = engine.status(root)
     will_run = status.will_run(plan)
     say(f"{len(will_run)} of {len(plan.stages)} stages would run:")
@@ -124,11 +130,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from runner import engine
+    from runner import engine, runlock
 
-    plan, root = _compiled_repo(args)
-    outcome = engine.repro(root, plan, say, force=args.force, pull=args.pull)
-    engine.record(root, outcome)
+    spec = _load(args)  # bad input: exit 2 before the lock writes anything
+    with runlock.held(_root(args)):  # compile and repro: one run at a time
+        plan, root = _compiled_repo(args, spec)
+        outcome = engine.repro(root, plan, say, force=args.force, pull=args.pull)
+        engine.record(root, outcome)
     say(
         f"mlops run: {len(plan.stages)} stages, {len(outcome.ran)} ran, "
         f"{len(outcome.unchanged)} unchanged, {len(outcome.restored)} restored "
@@ -138,9 +146,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    from runner import engine
+    from runner import engine, runlock
 
-    engine.push(_root(args), list(args.stages), say)
+    with runlock.held(_root(args)):  # not while a run writes the cache
+        engine.push(_root(args), list(args.stages), say)
     return 0
 
 
@@ -500,7 +509,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.traceback:
             raise
         print(f"mlops: error: {exc}", file=sys.stderr)  # noqa: T201
-        return EXIT_FAILED
+        return EXIT_BUSY if isinstance(exc, Busy) else EXIT_FAILED
     except KeyboardInterrupt:
         return 130
 

@@ -13,10 +13,12 @@ import re
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from runner import diskfull
 from runner.errors import RunError
 from runner.plan import Plan
 from runner.targets.dvc import DVC_FILE
@@ -205,12 +207,14 @@ def repro(
     if pull:
         flags.append("--pull")
     args = dvc("repro", *flags, DVC_FILE)
+    tail: deque[str] = deque(maxlen=40)  # where a stage's last error is
     with subprocess.Popen(
         args, cwd=root, env=environment(), stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True, bufsize=1,
     ) as proc:  # fmt: skip
         for line in _lines(proc):
             text = line.rstrip("\n")
+            tail.append(text)
             m = _RUNNING.match(text) or _RESTORED.match(text)
             if m and m.group(1) in outcome.unchanged:
                 outcome.unchanged.remove(m.group(1))  # its pull failed
@@ -240,7 +244,8 @@ def repro(
     outcome.seconds = time.monotonic() - started
     if code != 0:
         failed = current[0] if current else "dvc repro"
-        raise RunError(f"stage {failed!r} failed (dvc repro exited with {code})")
+        why = diskfull.explain(tail, plan, failed)
+        raise RunError(f"stage {failed!r} failed (dvc repro exited with {code}){why}")
     finish()
     return outcome
 
