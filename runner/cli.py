@@ -130,11 +130,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from runner import engine, runlock
+    from runner import engine, remotecheck, runlock
 
     spec = _load(args)  # bad input: exit 2 before the lock writes anything
     with runlock.held(_root(args)):  # compile and repro: one run at a time
         plan, root = _compiled_repo(args, spec)
+        if args.pull:
+            remotecheck.check(root)  # a remote that is down is not an empty one
         outcome = engine.repro(root, plan, say, force=args.force, pull=args.pull)
         engine.record(root, outcome)
     say(
@@ -146,9 +148,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    from runner import engine, runlock
+    from runner import engine, remotecheck, runlock
 
     with runlock.held(_root(args)):  # not while a run writes the cache
+        remotecheck.check(_root(args))
         engine.push(_root(args), list(args.stages), say)
     return 0
 

@@ -1,0 +1,110 @@
+"""Check that the DVC remote answers before `mlops run --pull` or `mlops push`.
+
+DVC reads an HTTP remote that cannot be reached as one that lacks the files
+(fsspec's ``exists`` turns a connection error into False): `dvc repro --pull`
+then says "Unable to pull data" and runs every stage again, which on CI means
+retraining and registering a new model instead of restoring the pull
+request's run, and exits 0. One request first tells "down" from "empty":
+
+- ``http``/``https``: any HTTP answer below 500 (404 and 401/403 included: DVC
+  asks for files, not the folder, and may hold credentials we do not send)
+  counts as reachable; a refused or reset connection, a timeout, or a 5xx
+  answer fails the command, naming the remote and its URL;
+- a local folder: not checked (DVC creates it on the first push, so a
+  missing one may just be empty);
+- other schemes (s3://, gs://, ...): not checked here (no plugin for them
+  is installed to test against).
+
+The wait is the remote's own ``read_timeout``/``connect_timeout`` from
+.dvc/config or .dvc/config.local (DVC's default: 60 s each), so a remote that
+accepts and never answers fails in that time, not after DVC's retries.
+"""
+
+from __future__ import annotations
+
+import configparser
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from runner.errors import RunError
+
+# dvc_http.HTTPFileSystem.REQUEST_TIMEOUT, the default of both timeouts
+# (tests/reliability/test_remote_faults.py checks they agree).
+DVC_HTTP_TIMEOUT = 60.0
+_CONFIGS = (".dvc/config", ".dvc/config.local")
+
+
+@dataclass(frozen=True)
+class Remote:
+    """The default DVC remote as the repository's config files set it."""
+
+    name: str
+    url: str
+    timeout: float
+
+
+def default_remote(root: Path) -> Remote | None:
+    """The repository's default remote, or None when it has none."""
+    config = configparser.ConfigParser(interpolation=None)
+    try:
+        config.read([root / p for p in _CONFIGS], encoding="utf-8")
+        name = config.get("core", "remote", fallback=None)
+        section = f"'remote \"{name}\"'"
+        if not name or not config.has_section(section):
+            return None
+        url = config.get(section, "url")
+        waits = [
+            float(config.get(section, key, fallback=DVC_HTTP_TIMEOUT))
+            for key in ("connect_timeout", "read_timeout")
+        ]
+    except (configparser.Error, ValueError):
+        return None  # DVC reads the same files and says what is wrong in them
+    return Remote(name, url, max(waits))
+
+
+def _shown(url: str) -> str:
+    """The URL without any user or password in it (they belong in no log)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host += f":{parts.port}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=host))
+
+
+def _check_http(remote: Remote) -> None:
+    request = urllib.request.Request(remote.url, method="HEAD")  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=remote.timeout):  # noqa: S310
+            return
+    except urllib.error.HTTPError as exc:
+        if exc.code < 500:  # noqa: PLR2004
+            return
+        why = f"answered {exc.code} {exc.reason}"
+    except urllib.error.URLError as exc:
+        if isinstance(exc.reason, TimeoutError):
+            why = f"did not answer within {remote.timeout:g}s"
+        else:
+            why = f"could not be reached: {exc.reason}"
+    except TimeoutError:
+        why = f"did not answer within {remote.timeout:g}s"
+    except OSError as exc:  # a reset or dropped connection
+        why = f"could not be reached: {exc}"
+    raise RunError(
+        f"the DVC remote {remote.name!r} at {_shown(remote.url)} {why}; nothing was "
+        "pulled, pushed or run (its read_timeout and connect_timeout set how "
+        f"long to wait: `dvc remote modify --local {remote.name} read_timeout 30`)"
+    )
+
+
+def check(root: Path) -> None:
+    """Raise RunError, naming the remote and its URL, if it cannot be reached."""
+    remote = default_remote(root)
+    if remote is None:
+        return
+    if remote.url.split("://", 1)[0].lower() in ("http", "https"):
+        _check_http(remote)
