@@ -25,12 +25,17 @@ _FULL = re.compile(
     )
 )
 
+_NAMES_A_FILE = re.compile(r"'[^']*/[^']*'")
+
 
 def explain(lines: Iterable[str], plan: Plan, stage: str) -> str:
     """The sentence to add to a failed run's error, or '' if no disk was full."""
     found = [line.strip() for line in lines if _FULL.search(line)]
     if not found:
         return ""
+    # The line that names the file, if any: DVC's "failed to transfer ... 'a' -> 'b'"
+    named = [line for line in found if _NAMES_A_FILE.search(line)]
+    found = named or found
     outs = next(
         (s.outs + s.metrics + s.plots for s in plan.stages if s.name == stage), ()
     )

@@ -25,7 +25,7 @@ import psutil
 import pytest
 
 from runner.runlock import EXIT_BUSY
-from tests.support import mlops, quiet_env, run
+from tests.support import missing, mlops, quiet_env, run
 
 # No test waits longer than this for anything.
 BOUND_SECONDS = 30
@@ -307,4 +307,127 @@ def test_file_size_limit_while_writing_outputs(world: World, figure) -> None:
         "exit 1 naming the stage, its output and 'File too large'; input, DVC "
         "cache and dvc.lock intact; the next run restored the output",
         seconds=round(took, 1),
+    )
+
+
+# Runs inside a private user and mount namespace (`unshare -Urm`), where it may
+# mount a tmpfs without being root; the mount goes when the namespace ends.
+# It reports what it saw as JSON, since the test cannot see into that mount.
+DISK_FULL_DRIVER = """\
+import hashlib, json, os, shutil, subprocess, sys
+import yaml
+baseline, mount, mode = sys.argv[1:4]
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", mount], check=True)
+repo = os.path.join(mount, "repo")
+shutil.copytree(baseline, repo, symlinks=True)
+
+def read(path):
+    with open(os.path.join(repo, path), "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+def cache():
+    objects, found = os.path.join(repo, ".dvc/cache/files/md5"), {}
+    for folder, _, files in os.walk(objects):
+        for name in files:
+            with open(os.path.join(folder, name), "rb") as f:
+                digest = hashlib.md5(f.read()).hexdigest()
+            found[os.path.basename(folder) + name] = digest
+    return found
+
+def mlops(*args):
+    proc = subprocess.run([sys.executable, "-m", "runner.cli", *args], cwd=repo,
+                          capture_output=True, text=True)
+    return {"code": proc.returncode, "out": proc.stdout, "err": proc.stderr}
+
+def state():
+    with open(os.path.join(repo, "dvc.lock"), encoding="utf-8") as f:
+        slow = yaml.safe_load(f)["stages"]["slow"]
+    return {"lock": read("dvc.lock"), "slow": slow, "raw": read("data/raw.txt"),
+            "cache": cache()}
+
+before = state()
+# 1 MB free, and 2 MB more once DVC removes the output it re-makes (if any).
+if mode == "commit":  # a new input: the new output fits, its cache copy not
+    with open(os.path.join(repo, "data/raw.txt"), "a") as f:
+        f.write("one more line of input\\n")
+    before["raw"] = read("data/raw.txt")
+    args = ["run"]
+else:  # no output to remove first: the stage's own write fails half-way
+    os.remove(os.path.join(repo, "work/big.bin"))
+    args = ["run", "--force"]
+stat = os.statvfs(mount)
+with open(os.path.join(mount, "filler"), "wb") as f:
+    f.write(b"\\0" * (stat.f_bavail * stat.f_frsize - 1_000_000))
+full = mlops(*args)
+after = state()
+os.remove(os.path.join(mount, "filler"))
+again = mlops("run")
+outputs = {p: read(p) for p in ("work/prep.txt", "work/big.bin")}
+print(json.dumps({"before": before, "full": full, "after": after,
+                  "again": again, "outputs": outputs}))
+"""
+
+
+_OBJECT = re.compile(r"[0-9a-f]{32}(\.dir)?")
+
+
+@pytest.mark.parametrize("mode", ["stage", "commit"])
+def test_full_disk_while_writing_outputs(
+    world: World, tmp_path: Path, mode: str, figure
+) -> None:
+    """A real ENOSPC: the repository and its DVC cache on a full 8 MB tmpfs.
+
+    ``stage``: the stage's own write fails half-way. ``commit``: the input
+    changed, the stage's new output fits, DVC's copy of it into the cache
+    does not.
+    """
+    import json
+
+    if shutil.which("unshare") is None:
+        missing("unshare (util-linux) is not installed")
+    mount = tmp_path / "mnt"
+    mount.mkdir()
+    started = time.monotonic()
+    proc = subprocess.run(
+        ["unshare", "-Urm", sys.executable, "-c", DISK_FULL_DRIVER,
+         str(world.root), str(mount), mode],
+        env=quiet_env(), capture_output=True, text=True, timeout=BOUND_SECONDS,
+        check=False,
+    )  # fmt: skip
+    took = time.monotonic() - started
+    if proc.returncode != 0 and "unshare" in proc.stderr:
+        missing(f"a user and mount namespace is not permitted here: {proc.stderr}")
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout)
+    full, before, after = seen["full"], seen["before"], seen["after"]
+    assert full["code"] == 1, full
+    error = full["err"].strip().splitlines()[-1]
+    assert error.startswith("mlops: error: stage 'slow' failed"), error
+    assert "work/big.bin" in error and "No space left on device" in error, error
+    # In "commit" mode prep ran on its new input and DVC recorded it; the
+    # failed stage's record must stay the last good run's.
+    assert after["slow"] == before["slow"], "dvc.lock changed slow's record"
+    if mode == "stage":
+        assert after["lock"] == before["lock"], "dvc.lock changed"
+    assert after["raw"] == before["raw"], "the input changed"
+    assert before["cache"].items() <= after["cache"].items(), "cache objects lost"
+    # Objects are <2 hex>/<30 hex>[.dir]; anything else is DVC's own temp file
+    # (after ENOSPC in its cache copy, an empty `md5/<random>.tmp` is left).
+    objects = {n: d for n, d in after["cache"].items() if _OBJECT.fullmatch(n)}
+    strays = sorted(set(after["cache"]) - set(objects))
+    for name, digest in objects.items():
+        assert name.endswith(".dir") or digest == name, f"corrupt cache: {name}"
+    assert all(n.endswith(".tmp") for n in strays), strays
+    assert seen["again"]["code"] == 0, seen["again"]
+    if mode == "stage":
+        assert seen["outputs"]["work/big.bin"] == world.outputs["big.bin"]
+    figure(
+        "fault",
+        f"a full disk (8 MB tmpfs holding the repository and its DVC cache) "
+        f"while {'a stage writes' if mode == 'stage' else 'DVC caches'} a 2 MB output",
+        "exit 1 naming the stage, its output and 'No space left on device'; "
+        "input, dvc.lock and every cache object intact; the next run, with "
+        "space freed, worked",
+        seconds=round(took, 1),
+        temp_files_left=len(strays),
     )
