@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from runner.errors import RunError, SpecError
-from runner.runlock import EXIT_BUSY, Busy
 
 if TYPE_CHECKING:
     from runner.plan import Plan
@@ -512,7 +511,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.traceback:
             raise
         print(f"mlops: error: {exc}", file=sys.stderr)  # noqa: T201
-        return EXIT_BUSY if isinstance(exc, Busy) else EXIT_FAILED
+        # runner.runlock.Busy: another run holds the repository (exit 75)
+        return int(getattr(exc, "exit_code", EXIT_FAILED))
     except KeyboardInterrupt:
         return 130
 
