@@ -10,7 +10,11 @@ from typing import Any
 
 import yaml
 
+from runner import blockyaml
+
 HEADER = "# Generated from mlops.yaml by mlops compile. Do not edit.\n"
+# Lines are never folded: a long command stays one line.
+WIDTH = 1000
 
 
 class Plain(str):
@@ -93,15 +97,24 @@ _Dumper.add_representer(Commented, _commented)
 
 def render(data: Mapping[str, Any], header: str = HEADER) -> str:
     """YAML text for a generated file: same data, same bytes."""
-    body = yaml.dump(
+    try:
+        body = blockyaml.Writer(_Dumper, WIDTH).document(dict(data))
+    except blockyaml.Unsupported:
+        body = render_pyyaml(data)
+    return header + body
+
+
+def render_pyyaml(data: Mapping[str, Any]) -> str:
+    """The document as PyYAML's emitter writes it: what render's fast path
+    (runner.blockyaml) must match byte for byte, and its fallback."""
+    return yaml.dump(
         dict(data),
         Dumper=_Dumper,
         sort_keys=False,
         default_flow_style=False,
         allow_unicode=True,
-        width=1000,
+        width=WIDTH,
     )
-    return header + body
 
 
 def stale(files: Mapping[str, str], root: Path) -> list[str]:
