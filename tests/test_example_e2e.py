@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ExampleRun
-from tests.support import ROOT, copy_run, mlops, traces_of
+from tests.support import ROOT, copy_run, mlops, quiet_env, traces_of
 
 RAN = re.compile(r"\] (\S+): running")
 
@@ -134,6 +134,7 @@ def tracking_server(tmp_path: Path) -> Iterator[str]:
             "--artifacts-destination", str(store / "artifacts"),
         ],
         cwd=store, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=quiet_env(),
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:

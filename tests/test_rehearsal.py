@@ -138,7 +138,7 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
          "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
          "--artifacts-destination", str(store / "artifacts")],
         cwd=store, stdout=subprocess.DEVNULL, stderr=(store / "server.log").open("w"),
-        start_new_session=True,
+        start_new_session=True, env=quiet_env(),
     )  # fmt: skip
     try:
         run(["git", "init", "-q", "--bare", "-b", "main", str(remote)], cwd=root)

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import TEST_ENV
+
 # Hop-by-hop headers (RFC 9110 7.6.1) and the ones the proxy recomputes.
 _HOP = {
     "connection",
@@ -74,7 +76,7 @@ class Server:
                  "--artifacts-destination", str(self.store / "artifacts")],
                 cwd=self.store, stdout=subprocess.DEVNULL, stderr=log,
                 start_new_session=True,
-                env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
+                env={**os.environ, **TEST_ENV},
             )  # fmt: skip
 
     def wait_up(self, seconds: float = 180) -> None:
