@@ -118,10 +118,26 @@ def tag_key(when: datetime) -> str:
 
 def record(client: Any, when: datetime, entry: Mapping[str, Any]) -> None:
     """Store the entry as a registered-model tag and append it to the log file."""
+    store(client, when, entry)
+    append_log(entry)
+
+
+def store(client: Any, when: datetime, entry: Mapping[str, Any]) -> None:
+    """The entry as a tag of its registered model: the record of truth."""
     client.set_registered_model_tag(entry["model"], tag_key(when), encode(entry))
+
+
+def append_log(entry: Mapping[str, Any]) -> None:
+    """The entry as one line of the log file, the copy kept beside the project."""
     common.ensure_parent(LOG_FILE)
     with LOG_FILE.open("a", encoding="utf-8") as f:
         f.write(encode(entry) + "\n")
+
+
+def stored(client: Any, model: str, when: datetime) -> bool:
+    """Whether the registry holds the entry written at ``when`` (read back after
+    a failed write, whose answer may have been lost after the server acted)."""
+    return tag_key(when) in (client.get_registered_model(model).tags or {})
 
 
 def read_entries(tags: Mapping[str, str]) -> list[dict[str, Any]]:

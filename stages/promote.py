@@ -274,6 +274,67 @@ def move_alias(client: Any, reg: Registry, version: str, previous: str | None) -
         )
 
 
+def record_promotion(
+    client: Any, reg: Registry, when: Any, entry: dict[str, Any], previous: str | None
+) -> None:
+    """Save the audit entry of a promotion whose alias moved, or undo the move.
+
+    A promotion without its audit entry would serve a model nobody can trace,
+    so when the registry does not take the entry (and reading it back shows it
+    did not land), @production goes back to where it was and promote fails:
+    nothing changed, and running it again is safe.
+    """
+    faults = lookups.faults()
+    try:
+        audit.store(client, when, entry)
+    except faults as e:
+        error = lookups.failure(
+            e, f"set_registered_model_tag({reg.model!r}, {audit.tag_key(when)!r})"
+        )
+        try:
+            landed = audit.stored(client, reg.model, when)
+        except faults:
+            landed = False  # cannot tell: undo, so that nothing is left unrecorded
+        if not landed:
+            _undo_promotion(client, reg, entry, previous, error)
+        common.warn(KIND, f"{error}; but the registry holds the entry: it was saved")
+    try:
+        audit.append_log(entry)
+    except OSError as e:
+        raise common.StageError(
+            f"promoted, and the audit entry {audit.tag_key(when)} is in the registry, "
+            f"but {audit.LOG_FILE} could not be written: {e}"
+        ) from e
+
+
+def _undo_promotion(
+    client: Any,
+    reg: Registry,
+    entry: dict[str, Any],
+    previous: str | None,
+    error: common.StageError,
+) -> None:
+    """Put @production back to ``previous`` (or remove it); always raises."""
+    try:
+        if previous is None:
+            client.delete_registered_model_alias(reg.model, reg.production)
+        else:
+            client.set_registered_model_alias(reg.model, reg.production, previous)
+    except lookups.faults() as again:
+        # Neither the record nor the undo landed: keep the record in the CI log.
+        sys.stderr.write(audit.encode(entry) + "\n")
+        raise common.StageError(
+            f"{error}; moving @{reg.production} back to {_v(previous)} failed too "
+            f"({lookups.failure(again)}): it names {_v(entry['version'])} with no "
+            "audit entry in the registry; the entry is the line above"
+        ) from again
+    raise common.StageError(
+        f"{error}; the audit entry was not saved, so @{reg.production} was moved "
+        f"back to {_v(previous)}: nothing changed, promote again once the registry "
+        "answers"
+    )
+
+
 def promote(params: Mapping[str, Any], client: Any) -> int:
     """Score, gate and (only then) move the production alias; return the exit code.
 
@@ -323,20 +384,12 @@ def promote(params: Mapping[str, Any], client: Any) -> int:
         )
     # The one write that changes what serves; everything above may fail freely.
     move_alias(client, reg, str(candidate.version), previous)
+    record_promotion(client, reg, when, entry, previous)
     common.say(
         KIND,
         f"promoted {reg.model} version {candidate.version} to @{reg.production} "
         f"(was {_v(previous)})",
     )
-    try:
-        audit.record(client, when, entry)
-    except Exception as e:
-        # The promotion happened; make sure its record survives in the CI log.
-        sys.stderr.write(audit.encode(entry) + "\n")
-        why = lookups.failure(e) if isinstance(e, lookups.faults()) else e
-        raise common.StageError(
-            f"promoted, but the audit entry (the line above) was not saved: {why}"
-        ) from e
     common.say(KIND, f"audit entry {audit.tag_key(when)} and {audit.LOG_FILE}")
     common.say(KIND, git_tag(f"{reg.model}@v{candidate.version}"))
     return 0

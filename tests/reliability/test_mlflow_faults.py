@@ -33,6 +33,7 @@ ALIAS = API + r"registered-models/alias\b"
 CREATE = API + "model-versions/create"
 SEARCH = API + "model-versions/search"
 GET_MODEL = API + r"registered-models/get\b"
+SET_MODEL_TAG = API + r"registered-models/set-tag\b"
 RETRIES = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
 
 
@@ -402,6 +403,42 @@ def test_a_failed_promote_leaves_production_and_a_retry_is_idempotent(
         "fault",
         "promote: the look-up refused, the alias move failing (500), its answer lost",
         "@production unchanged until the move lands; one audit entry; a retry changes nothing",
+        seconds=round(seconds, 1),
+    )
+
+
+def test_a_promotion_whose_audit_entry_is_not_saved_is_undone(
+    world, capsys, figure
+) -> None:
+    """No promotion without its record: the alias goes back, and a retry is safe."""
+    server, proxy, root = world
+    candidate = _candidate(server, root)
+    _direct(server).set_registered_model_alias(MODEL, "production", "1")
+    entries = len(_entries(server))
+
+    failed = proxy.fault("POST", SET_MODEL_TAG, FAIL)
+    code, seconds = _timed(lambda: promote.main([]))
+    out, err = capsys.readouterr()
+    assert code == 1 and seconds < BOUND_SECONDS and failed.hits == 2
+    assert proxy.count("POST", ALIAS) == 2  # moved, then moved back
+    assert _production(server) == "1" and len(_entries(server)) == entries
+    assert "@production was moved back to version 1: nothing changed" in err
+    assert "promoted" not in out
+    _assert_names(err, proxy, "set_registered_model_tag('faults', 'mlops.audit.")
+
+    # The registry stores the entry but the answers are lost: read back, kept.
+    proxy.clear()
+    lost = proxy.fault("POST", SET_MODEL_TAG, LOST)
+    assert promote.main([]) == 0
+    assert lost.hits == 2 and _production(server) == candidate
+    assert "the registry holds the entry: it was saved" in capsys.readouterr().err
+    after = _entries(server)
+    assert len(after) == entries + 1 and after[-1]["version"] == candidate
+    figure(
+        "fault",
+        "promote: the audit entry refused (500) after the alias moved; its answer lost",
+        "@production moved back, exit 1, a retry promotes once; a lost answer is "
+        "read back, one entry",
         seconds=round(seconds, 1),
     )
 
