@@ -23,6 +23,7 @@ accepts and never answers fails in that time, not after DVC's retries.
 from __future__ import annotations
 
 import configparser
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -44,6 +45,7 @@ class Remote:
     name: str
     url: str
     timeout: float
+    ssl_verify: str = "true"  # DVC's setting: true, false or a CA bundle's path
 
 
 def default_remote(root: Path) -> Remote | None:
@@ -60,9 +62,19 @@ def default_remote(root: Path) -> Remote | None:
             float(config.get(section, key, fallback=DVC_HTTP_TIMEOUT))
             for key in ("connect_timeout", "read_timeout")
         ]
+        verify = config.get(section, "ssl_verify", fallback="true")
     except (configparser.Error, ValueError):
         return None  # DVC reads the same files and says what is wrong in them
-    return Remote(name, url, max(waits))
+    return Remote(name, url, max(waits), verify)
+
+
+def _tls(remote: Remote) -> ssl.SSLContext:
+    """The TLS context DVC's ssl_verify asks for."""
+    if remote.ssl_verify.lower() == "false":
+        return ssl._create_unverified_context()  # noqa: S323 (the user said so)
+    if remote.ssl_verify.lower() == "true":
+        return ssl.create_default_context()
+    return ssl.create_default_context(cafile=remote.ssl_verify)
 
 
 def _shown(url: str) -> str:
@@ -79,7 +91,10 @@ def _shown(url: str) -> str:
 def _check_http(remote: Remote) -> None:
     request = urllib.request.Request(remote.url, method="HEAD")  # noqa: S310
     try:
-        with urllib.request.urlopen(request, timeout=remote.timeout):  # noqa: S310
+        opened = urllib.request.urlopen(  # noqa: S310
+            request, timeout=remote.timeout, context=_tls(remote)
+        )
+        with opened:
             return
     except urllib.error.HTTPError as exc:
         if exc.code < 500:  # noqa: PLR2004

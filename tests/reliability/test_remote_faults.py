@@ -255,3 +255,34 @@ def test_the_error_names_the_url_without_its_password(tmp_path: Path) -> None:
         str(caught.value)
     )
     assert "s3cret" not in str(caught.value) and "team" not in str(caught.value)
+
+
+@pytest.mark.parametrize("status", [200, 401, 403, 404])
+def test_a_remote_that_answers_passes_the_check(tmp_path: Path, status: int) -> None:
+    """Any answer below 500 is a live server: DVC asks for files, not the folder."""
+
+    class Answers(_Fails):
+        def _fail(self) -> None:
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_HEAD = _fail
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Answers)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        (tmp_path / ".dvc").mkdir()
+        (tmp_path / ".dvc" / "config").write_text(
+            "[core]\n    remote = storage\n['remote \"storage\"']\n"
+            f"    url = http://127.0.0.1:{server.server_address[1]}/remote\n"
+        )
+        (tmp_path / ".dvc" / "config.local").write_text(
+            "['remote \"storage\"']\n    read_timeout = 2\n"
+        )
+        remote = remotecheck.default_remote(tmp_path)
+        assert remote is not None and remote.timeout == remotecheck.DVC_HTTP_TIMEOUT
+        remotecheck.check(tmp_path)
+    finally:
+        server.shutdown()
+        server.server_close()
