@@ -27,13 +27,15 @@ def _example(repo: Path) -> Path:
 
 
 def _this_repository(repo: Path) -> Path:
-    """Every file git tracks here, goldens and their dvc.yaml files included."""
+    """Every file git tracks here, goldens and their dvc.yaml files included,
+    beside a finished run: the run's own files (its spec, stages, dvc.lock and
+    outputs) are kept."""
     listed = subprocess.run(
         ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
     ).stdout.decode()
     for name in filter(None, listed.split("\0")):
         source, target = ROOT / name, repo / name
-        if source.is_file():
+        if source.is_file() and not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target)
     return repo
@@ -61,12 +63,16 @@ def _registry(repo: Path, uri: str | None = None) -> list[dict[str, object]]:
     return json.loads(proc.stdout.splitlines()[-1])  # type: ignore[no-any-return]
 
 
-def test_example_runs_then_skips_then_reruns_only_downstream(repo: Path) -> None:
+def test_example_runs_then_skips_then_reruns_only_downstream(
+    example_run: ExampleRun, tmp_path: Path
+) -> None:
+    # The session's cold run of the example (tests/conftest.py) is the first run.
+    first = example_run.stdout
+    repo = example_run.copy(tmp_path / "repo")
     # This repository's own layout: tests/golden/*/dvc.yaml hold stages with the
-    # same names, which neither the plan nor the run may count as ours.
+    # same names, which neither the plan nor the later runs may count as ours.
     _this_repository(repo)
     assert any((repo / "tests" / "golden").glob("*/dvc.yaml"))
-    first = mlops("run", cwd=repo).stdout
     assert RAN.findall(first) == [
         "ingest",
         "validate",
