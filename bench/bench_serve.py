@@ -202,7 +202,7 @@ def ensure_production_and_onnx(repo: Path) -> str:
     """Make version 1 production; convert and tag it unless register did."""
     code = f"""
 import hashlib, json, tempfile, pathlib, mlflow
-from stages import common, onnx_export, register
+from stages import common, modelfile, onnx_export, register
 c = mlflow.MlflowClient("sqlite:///.mlops/mlflow.db")
 c.set_registered_model_alias({MODEL!r}, "production", "1")
 v = c.get_model_version({MODEL!r}, "1")
@@ -210,7 +210,8 @@ if v.tags.get(register.TAG_ONNX) == onnx_export.VERIFIED:
     print("register stage")
 else:
     params = common.load_params()
-    model = common.load_model_dir("artifacts/train/model", common.project_allow(params))
+    allow = common.project_allow(params)
+    model = modelfile.load_model_dir("artifacts/train/model", allow)
     cols = onnx_export.signature_columns("artifacts/train/model")
     data = onnx_export.convert(model, cols)
     d = pathlib.Path(tempfile.mkdtemp()) / "model.onnx"

@@ -105,6 +105,8 @@ BUILTINS: dict[str, Builtin] = {
                 _o("train_metrics", "train_metrics.json", Kind.METRIC),
                 _o("run", "run.json"),
             ),
+            # The canonical skops writer.
+            helpers=("modelfile",),
         ),
         Builtin(
             "evaluate",
@@ -115,8 +117,9 @@ BUILTINS: dict[str, Builtin] = {
                 _o("plots", "plots", Kind.PLOTS),
                 _o("evaluation_report", "deepchecks.html"),
             ),
-            # The production model's metrics, for max_drop gates.
-            helpers=("lookups",),
+            # lookups: the production model's metrics, for max_drop gates;
+            # modelfile: the gate every model is loaded through.
+            helpers=("lookups", "modelfile"),
         ),
         Builtin(
             "register",
@@ -131,7 +134,7 @@ BUILTINS: dict[str, Builtin] = {
             # model.onnx is always written (empty when the model did not
             # convert): DVC needs every declared output to exist.
             (_o("registered", "registered.json"), _o("onnx", "model.onnx")),
-            helpers=("lookups", "onnx_export"),
+            helpers=("lookups", "modelfile", "onnx_export"),
         ),
     )
 }

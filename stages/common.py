@@ -361,26 +361,6 @@ def _artifact_root(uri: str, experiment: str) -> str | None:
     return (db.parent / "mlartifacts" / experiment).resolve().as_uri()
 
 
-def load_model_dir(path: str | Path, prefixes: Iterable[str]):
-    """Load an MLflow sklearn model directory saved with skops.
-
-    Loads through skops with the types checked against the allow-list here,
-    rather than trusting the list stored in the model's own MLmodel file.
-    """
-    import skops.io
-
-    mlmodel = Path(path) / "MLmodel"
-    if not mlmodel.is_file():
-        raise StageError(f"{path} is not an MLflow model directory (no MLmodel)")
-    conf = yaml.safe_load(mlmodel.read_text(encoding="utf-8"))
-    flavor = (conf.get("flavors") or {}).get("sklearn") or {}
-    if flavor.get("serialization_format") != "skops":
-        raise StageError(f"model at {path} is not saved with skops; refusing to load")
-    model_file = Path(path) / flavor["pickled_model"]
-    found = skops.io.get_untrusted_types(file=model_file)
-    return skops.io.load(model_file, trusted=trusted_types(found, prefixes))
-
-
 def _average_kwargs(classes: list[Any]) -> dict[str, Any]:
     binary = 2
     if len(classes) == binary:

@@ -1,10 +1,10 @@
 """Deploy: start ``mlops serve`` on the production model and smoke-test it.
 
 The version holding ``registry.production_alias`` is fetched and checked once
-by :func:`stages.serving.fetch.prepare` (the skops file's types and the
-MLmodel's own list against the project's allow-list, through
-:func:`check_model`), and the server is started on exactly what that check
-hashed (``python -m stages.serving.server``, no second download).
+by :func:`stages.serving.fetch.prepare` (the MLmodel, its paths and the skops
+file's types, through :func:`check_model` and :mod:`stages.modelfile`), and
+the server is started on exactly what that check hashed (``python -m
+stages.serving.server``, no second download).
 
 ``python -m stages.deploy <server flags> [--check-only]`` (``mlops deploy``)
 waits for ``/ready``, sends a row of the test split (else the model's saved
@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import IO, Any
 
 import pandas as pd
-import yaml
 
-from stages import common, promote
+from stages import common, modelfile, promote
+from stages.modelfile import Checked
 
 KIND = "deploy"
 SMOKE_ROWS = 1
@@ -47,13 +47,6 @@ def base_url(host: str, port: int) -> str:
     """Where to reach a server listening on ``host``: loopback for "any"."""
     reach = "127.0.0.1" if host in _ANY_ADDRESS else host
     return f"http://[{reach}]:{port}" if ":" in reach else f"http://{reach}:{port}"
-
-
-def check_mlmodel_types(model_dir: Path, prefixes: Sequence[str]) -> None:
-    """The MLmodel's own skops allow-list, which MLflow uses, must be inside ours."""
-    conf = yaml.safe_load((model_dir / "MLmodel").read_text(encoding="utf-8"))
-    flavor = (conf.get("flavors") or {}).get("sklearn") or {}
-    common.trusted_types(flavor.get("skops_trusted_types") or [], prefixes)
 
 
 def payload(frame: pd.DataFrame) -> bytes:
@@ -192,12 +185,10 @@ def smoke_test(url: str, frame: pd.DataFrame, model: Any) -> list[Any]:
     return served
 
 
-def check_model(params: Mapping[str, Any], model_dir: Path) -> Any:
-    """Load the model through the project's allow-list; refuse anything else."""
-    prefixes = common.project_allow(params)
-    model = common.load_model_dir(model_dir, prefixes)
-    check_mlmodel_types(model_dir, prefixes)
-    return model
+def check_model(params: Mapping[str, Any], model_dir: Path) -> tuple[Any, Checked]:
+    """Load the model through :mod:`stages.modelfile`'s gate with the project's
+    allow-list; the model and the bytes checked. Refuses anything else."""
+    return modelfile.load(model_dir, common.project_allow(params))
 
 
 def serve(params: Mapping[str, Any], args: argparse.Namespace, tmp: Path) -> int:

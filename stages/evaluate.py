@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from stages import common, lookups
+from stages import common, lookups, modelfile
 
 KIND = "evaluate"
 NO_PRODUCTION = "no production model yet"
@@ -151,7 +151,7 @@ def version_metrics(
     proj = common.project(params)
     with tempfile.TemporaryDirectory() as tmp:
         local = mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp)
-        model = common.load_model_dir(local, common.project_allow(params))
+        model = modelfile.load_model_dir(local, common.project_allow(params))
         metrics, *_ = score(model, test, proj["target"], proj["task"], names)
     return metrics
 
@@ -326,7 +326,7 @@ def _run(params: dict[str, Any], stage_id: str, spec: dict[str, Any]) -> int:
     settings = spec["with"]
     names = settings.get("metrics") or list(common.DEFAULT_METRICS[proj["task"]])
     start = time.perf_counter()
-    model = common.load_model_dir(
+    model = modelfile.load_model_dir(
         common.need(spec, "inputs", "model"), common.project_allow(params)
     )
     test = common.read_parquet(common.need(spec, "inputs", "test"))

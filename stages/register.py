@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from stages import common, lookups, onnx_export
+from stages import common, lookups, modelfile, onnx_export
 
 KIND = "register"
 TAG_RUN_ID = "mlops.run_id"
@@ -119,7 +119,7 @@ def _export_onnx(params: dict[str, Any], spec: dict[str, Any]) -> onnx_export.Ex
     ``onnx`` output (empty when nothing converted)."""
     proj = common.project(params)
     model_dir = common.need(spec, "inputs", "model")
-    model = common.load_model_dir(model_dir, common.project_allow(params))
+    model = modelfile.load_model_dir(model_dir, common.project_allow(params))
     test = common.read_parquet(common.need(spec, "inputs", "test"))
     columns = onnx_export.signature_columns(model_dir) or onnx_export.frame_columns(
         test.drop(columns=[proj["target"]], errors="ignore")

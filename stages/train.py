@@ -1,8 +1,9 @@
 """Train: fit Pipeline(preprocessor, estimator) and log it to MLflow.
 
 The estimator is imported only from ``sklearn.`` or a prefix the spec allows.
-The fitted pipeline is saved as an MLflow model directory (skops format) and
-logged in the run, with the git commit and the train data hash as tags.
+The fitted pipeline is saved as an MLflow model directory (skops format, its
+bytes canonical: :mod:`stages.modelfile`) and logged in the run, with the git
+commit and the train data hash as tags.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from stages import common
+from stages import common, modelfile
 
 KIND = "train"
 MODEL_ARTIFACT = "model"
@@ -78,15 +79,20 @@ def _log_and_save(
         "serialization_format": "skops",
         "skops_trusted_types": trusted,
     }
-    info = mlflow.sklearn.log_model(pipeline, name=MODEL_ARTIFACT, **kwargs)
-    # Copy the logged model rather than serialise it again: same bytes, and the
-    # local MLmodel carries the run and model ids.
+    # skops stamps times and ids into its archive: the logged file is made
+    # canonical as MLflow writes it, so the same pipeline gives the same bytes.
+    with modelfile.canonical_dumps():
+        info = mlflow.sklearn.log_model(pipeline, name=MODEL_ARTIFACT, **kwargs)
+    # Copy the logged model rather than serialise it again (the same skops
+    # bytes), minus the MLmodel fields naming the run and the time: run.json
+    # has the run, and the DVC-tracked copy stays the same on every machine.
     if out.exists():
         shutil.rmtree(out)
     common.ensure_parent(out)
     with tempfile.TemporaryDirectory() as tmp:
         local = mlflow.artifacts.download_artifacts(info.model_uri, dst_path=tmp)
         shutil.copytree(local, out)
+    modelfile.strip_identity(out)
     return info
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from runner import release
-from stages import audit, promote
+from stages import audit, modelfile, promote
 from tests.conftest import ExampleRun
 from tests.support import ROOT, TEST_ENV, mlops, run
 
@@ -140,7 +140,7 @@ def test_deploy_serves_the_production_model_over_http(repo: Path) -> None:
         with urllib.request.urlopen(request, timeout=30) as r:  # noqa: S310
             served = json.loads(r.read())["predictions"]
         params = common.load_params(repo / "params.yaml")
-        model = common.load_model_dir(
+        model = modelfile.load_model_dir(
             repo / "artifacts/train/model", common.project_allow(params)
         )
         assert served == [int(p) for p in model.predict(x)]
@@ -441,12 +441,16 @@ def test_deploy_refuses_a_model_that_trusts_more_than_the_allow_list(
 ) -> None:
     import yaml
 
-    from stages import common, deploy
+    from stages import common
 
-    flavor = {"skops_trusted_types": ["numpy.dtype", "os.system"]}
+    flavor = {
+        "pickled_model": "model.skops",
+        "serialization_format": "skops",
+        "skops_trusted_types": ["numpy.dtype", "os.system"],
+    }
     (tmp_path / "MLmodel").write_text(yaml.safe_dump({"flavors": {"sklearn": flavor}}))
     with pytest.raises(common.StageError, match=r"outside the allow-list: os\.system"):
-        deploy.check_mlmodel_types(tmp_path, common.TRUSTED_MODULE_PREFIXES)
+        modelfile.check_mlmodel(tmp_path, common.TRUSTED_MODULE_PREFIXES)
 
 
 def test_base_url_reaches_a_wildcard_host_on_loopback() -> None:

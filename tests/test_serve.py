@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from stages import common
+from stages import common, modelfile
 from stages.register import TAG_ONNX, TAG_ONNX_DETAIL, TAG_ONNX_SHA256
 from stages.serving import inputs
 from tests.conftest import ExampleRun
@@ -185,7 +185,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory, example_run: ExampleRun) -> P
 @pytest.fixture(scope="module")
 def model(repo: Path) -> Any:
     params = common.load_params(repo / "params.yaml")
-    return common.load_model_dir(
+    return modelfile.load_model_dir(
         repo / "artifacts/train/model", common.project_allow(params)
     )
 

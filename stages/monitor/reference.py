@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from stages import common, lookups, promote
+from stages import common, lookups, modelfile, promote
 from stages.register import TAG_RUN_ID
 
 
@@ -143,4 +143,4 @@ def load_model(params: Mapping[str, Any], ident: Identity) -> Any:
     uri = f"models:/{ident.model}/{ident.version}"
     with tempfile.TemporaryDirectory() as tmp:
         local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
-        return common.load_model_dir(local, common.project_allow(params))
+        return modelfile.load_model_dir(local, common.project_allow(params))

@@ -3,10 +3,10 @@
 The version is the one holding ``registry.production_alias``, or the one
 asked for. It is downloaded once into ``.mlops/serving/<model>/<version>-<run
 id>/`` (a registry reset gives the same number a new run, hence the run id),
-and checked every time the server starts: the skops file's types against the
-project's allow-list with :func:`stages.common.load_model_dir`, the MLmodel's
-own list with :func:`stages.deploy.check_mlmodel_types`. The sha256 of the
-bytes checked goes to the workers, which load only bytes that hash to it.
+and checked every time the server starts by :mod:`stages.modelfile` (the
+MLmodel's loader and paths, the skops file's types against the project's
+allow-list). The sha256 of the bytes checked, read once, goes to the workers,
+which load only bytes that hash to it.
 
 ONNX is served only when the version says its conversion was verified (tag
 ``mlops.onnx`` = ``verified``, written at register time), the file the run
@@ -25,8 +25,6 @@ import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from stages import common, deploy, lookups, onnx_export, promote
 from stages.register import (
@@ -112,15 +110,9 @@ def _cached(folder: Path, **download: str) -> Path:
 
 
 def check(params: Mapping[str, Any], model_dir: Path) -> tuple[Any, dict[str, Any]]:
-    """Load through the allow-list; return the model and what the workers need."""
-    conf = yaml.safe_load((model_dir / "MLmodel").read_text(encoding="utf-8"))
-    flavor = (conf.get("flavors") or {}).get("sklearn") or {}
-    skops_file = model_dir / str(flavor.get("pickled_model", "model.skops"))
-    before = sha256(skops_file) if skops_file.is_file() else ""
-    model = deploy.check_model(params, model_dir)
-    if sha256(skops_file) != before:
-        raise common.StageError(f"{skops_file} changed while it was being checked")
-    signature = (conf.get("signature") or {}).get("inputs")
+    """Load through the gate; return the model and what the workers need."""
+    model, checked = deploy.check_model(params, model_dir)
+    signature = (checked.conf.get("signature") or {}).get("inputs")
     if not signature:
         raise common.StageError(
             f"the model at {model_dir} has no input signature; `mlops serve` checks "
@@ -134,8 +126,8 @@ def check(params: Mapping[str, Any], model_dir: Path) -> tuple[Any, dict[str, An
     task = common.project(params)["task"]
     return model, {
         "model_dir": str(model_dir.resolve()),
-        "skops_file": str(skops_file.resolve()),
-        "skops_sha256": before,
+        "skops_file": str(checked.skops_file.resolve()),
+        "skops_sha256": checked.sha256,
         "allow": list(common.project_allow(params)),
         "columns": [[c.name, c.type] for c in columns],
         "classes": None

@@ -122,15 +122,11 @@ class SklearnPredictor:
 
 
 def load_sklearn(served: Mapping[str, Any]) -> Any:
-    """The skops file's checked bytes, loaded trusting only the checked types."""
-    import skops.io
-
-    from stages import common
+    """The skops file's checked bytes, loaded through the same type gate."""
+    from stages import modelfile
 
     data = checked_bytes(served["skops_file"], served["skops_sha256"])
-    found = skops.io.get_untrusted_types(data=data)
-    trusted = common.trusted_types(found, served["allow"])
-    return skops.io.loads(data, trusted=trusted)
+    return modelfile.load_bytes(data, served["allow"], served["skops_file"])
 
 
 def load(served: Mapping[str, Any], columns: Sequence[Column]) -> Predictor:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stages import onnx_export, register
+from stages import modelfile, onnx_export, register
 from tests.stages.conftest import build_params, registry_versions, run_stage
 
 EXAMPLE_VALIDATE = {
@@ -68,7 +68,7 @@ def _assert_onnx_reproduces(root: Path, data: bytes) -> None:
 
     from stages import common
 
-    model = common.load_model_dir(
+    model = modelfile.load_model_dir(
         root / "artifacts/train/model", common.TRUSTED_MODULE_PREFIXES
     )
     columns = onnx_export.signature_columns(root / "artifacts/train/model")
@@ -314,7 +314,7 @@ def test_csv_with_categoricals_and_missing_values(
     assert _read(root, "artifacts/evaluate/metrics.json")["accuracy"] > 0.7
     from stages import common
 
-    model = common.load_model_dir(
+    model = modelfile.load_model_dir(
         root / "artifacts/train/model", common.TRUSTED_MODULE_PREFIXES
     )
     probe = pd.DataFrame(
