@@ -21,10 +21,11 @@ through :func:`load_bytes`) all load through here.
 
 :func:`canonical_skops` rewrites a skops archive so that the same pipeline
 always gives the same bytes: skops stamps each zip entry with the time, and
-names objects by ``id()`` or ``uuid4``; here entries get a fixed time and the
-ids are renumbered in order of first appearance. :data:`IDENTITY_FIELDS` are
-the MLmodel fields that say which run and when: train keeps them out of the
-DVC-tracked copy (``run.json`` has the run).
+names objects by ``id()`` or ``uuid4``, and numpy saves the padding bytes of
+structured arrays as it finds them in memory; here entries get a fixed time,
+the ids are renumbered in order of first appearance and padding is zeroed.
+:data:`IDENTITY_FIELDS` are the MLmodel fields that say which run and when:
+train keeps them out of the DVC-tracked copy (``run.json`` has the run).
 """
 
 from __future__ import annotations
@@ -383,8 +384,9 @@ def load_model_dir(model_dir: str | Path, prefixes: Iterable[str]) -> Any:
 
 
 def canonical_skops(data: bytes) -> bytes:
-    """The same skops archive with fixed entry times and ids renumbered in
-    order of first appearance (entry names follow the new numbers)."""
+    """The same skops archive with fixed entry times, ids renumbered in order
+    of first appearance (entry names follow the new numbers) and the padding
+    of structured arrays zeroed."""
     with zipfile.ZipFile(io.BytesIO(data)) as src:
         schema = json.loads(src.read(_SCHEMA))
         ids: dict[int, int] = {}
@@ -399,8 +401,37 @@ def canonical_skops(data: bytes) -> bytes:
         out = io.BytesIO()
         with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as dst:
             for old, new in files.items():
-                _put(dst, new, src.read(old))
+                payload = src.read(old)
+                if new.endswith(".npy"):
+                    payload = _zero_padding(payload)
+                _put(dst, new, payload)
             _put(dst, _SCHEMA, json.dumps(schema, indent=2).encode("utf-8"))
+    return out.getvalue()
+
+
+def _zero_padding(npy: bytes) -> bytes:
+    """A structured array's bytes with the padding between fields zeroed.
+
+    numpy writes padding as it finds it in memory: a tree's node array (a
+    ``uint8`` field then 7 bytes of padding) carries whatever the allocator
+    left there, which differs between processes.
+    """
+    import numpy as np
+
+    array = np.load(io.BytesIO(npy), allow_pickle=False)
+    fields = array.dtype.fields
+    if fields is None:
+        return npy
+    used = sum(fields[name][0].itemsize for name in array.dtype.names or ())
+    if used == array.dtype.itemsize:
+        return npy
+    # np.zeros allocates zeroed memory; zeros_like would only fill the fields.
+    fortran = array.flags.f_contiguous and not array.flags.c_contiguous
+    clean = np.zeros(array.shape, dtype=array.dtype, order="F" if fortran else "C")
+    for name in array.dtype.names or ():
+        clean[name] = array[name]
+    out = io.BytesIO()
+    np.save(out, clean, allow_pickle=False)
     return out.getvalue()
 
 
