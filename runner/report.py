@@ -7,10 +7,14 @@ the metrics and params diff against a base revision, copy the plots beside
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,10 +76,62 @@ def resolve_base(root: Path, base: str) -> str | None:
     return None
 
 
-def _dvc_json(root: Path, *args: str) -> dict[str, Any]:
-    out = engine._run(engine.dvc(*args, "--json"), root, f"dvc {' '.join(args)}")
-    data = json.loads(out or "{}")
-    return data if isinstance(data, dict) else {}
+# The two DVC commands the report reads, both --json, against one revision.
+DIFFS = {
+    "metrics": ("metrics", "diff", "{rev}", "--all", "--json"),
+    "params": ("params", "diff", "{rev}", "--json"),
+}
+
+
+def _diffs(root: Path, rev: str) -> dict[str, dict[str, Any]]:
+    """DVC's metrics and params diff against rev, as its CLI prints them.
+
+    One process runs both (see `_diffs_main`): each `python -m dvc` paid
+    about a second of imports, most of what `mlops report` cost (issue 13).
+    """
+    what = " and ".join(f"dvc {' '.join(a[:2])}" for a in DIFFS.values())
+    out = engine._run([sys.executable, "-m", "runner.report", rev], root, what)
+    data = json.loads(out)
+    return {k: v if isinstance(v, dict) else {} for k, v in data.items()}
+
+
+def _diffs_main(rev: str) -> int:
+    """Run each of DIFFS through DVC's own CLI in this process; print one
+    JSON object of their outputs, or stop at the first that fails (its
+    error is on stderr, as DVC wrote it)."""
+    from dvc.cli import main as dvc_main
+
+    found: dict[str, Any] = {}
+    for name, args in DIFFS.items():
+        with _stdout_captured() as out:
+            code = dvc_main([a.format(rev=rev) for a in args])
+        if code != 0:
+            return int(code)
+        found[name] = json.loads("".join(out) or "{}")
+    sys.stdout.write(json.dumps(found) + "\n")
+    return 0
+
+
+@contextlib.contextmanager
+def _stdout_captured() -> Iterator[list[str]]:
+    """What is written to file descriptor 1 meanwhile, in the list yielded.
+
+    By descriptor: DVC's console writes to the stdout it found at import,
+    which contextlib.redirect_stdout does not replace.
+    """
+    text: list[str] = []
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as out:
+        sys.stdout.flush()
+        saved = os.dup(1)
+        os.dup2(out.fileno(), 1)
+        try:
+            yield text
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
+            out.seek(0)
+            text.append(out.read())
 
 
 def load_gates(root: Path, plan: Plan) -> dict[str, dict[str, Any]]:
@@ -143,7 +199,8 @@ def collect(root: Path, plan: Plan, base: str, output: Path) -> ReportData:
     if validate:
         html = validate[-1].outputs["validation_report"]
         href = os.path.relpath(root / html, output).replace(os.sep, "/")
-    metrics = _dvc_json(root, "metrics", "diff", rev, "--all") if rev else None
+    diffs = _diffs(root, rev) if rev else None
+    metrics = diffs["metrics"] if diffs else None
     for stage in validate:  # verdicts have sections of their own
         (metrics or {}).pop(stage.outputs["validation"], None)
     for stage in evaluate:
@@ -155,7 +212,7 @@ def collect(root: Path, plan: Plan, base: str, output: Path) -> ReportData:
         stages=frozenset(s.uses for s in plan.stages if s.uses in REPORTED),
         gates=verdicts,
         metrics_diff=metrics,
-        params_diff=_dvc_json(root, "params", "diff", rev) if rev else None,
+        params_diff=diffs["params"] if diffs else None,
         main_metrics=[s.outputs["metrics"] for s in evaluate],
         plots=[name for _, name in _plots(root, plan)],
         validation=_last_output(root, plan, "validate", "validation"),
@@ -176,3 +233,7 @@ def write(root: Path, plan: Plan, base: str, output: Path) -> Path:
     report = output / REPORT_FILE
     report.write_text(render(data), encoding="utf-8")
     return report
+
+
+if __name__ == "__main__":
+    raise SystemExit(_diffs_main(sys.argv[1]))
