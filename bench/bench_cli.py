@@ -1,15 +1,23 @@
 """Time the CLI's fast paths and a no-op run against a no-op `dvc repro`.
 
-    .venv/bin/python bench/bench_cli.py [--repeat N]
+    .venv/bin/python bench/bench_cli.py [--repeat 7] [--repo DIR]
+        [--json .mlops/bench/cli.json]
 
-Works on a throw-away copy of the bundled example: the first `mlops run` there
-is the cold run, every later one has nothing to do. Prints a Markdown table.
+Works on a throw-away copy of the bundled example (or on --repo, a copy
+that has already run): the first `mlops run` there is the cold run, every
+later one has nothing to do. The no-op `mlops run` and `dvc repro` run
+alternately, one after the other, so that both see the same load; the
+ratio is taken per pair and its median reported. Each row gives the median
+wall time and the median CPU time (user + system of the process and its
+children). Prints a Markdown table and writes every time as JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -30,10 +38,15 @@ MLOPS = [sys.executable, "-m", "runner.cli"]
 DVC = [sys.executable, "-m", "dvc"]
 
 
-def timed(args: list[str], cwd: Path) -> float:
+def timed(args: list[str], cwd: Path) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the command and everything it started)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(args, cwd=cwd, env=ENV, check=True, capture_output=True)
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
 
 
 def copy_example(dest: Path) -> Path:
@@ -50,30 +63,79 @@ def copy_example(dest: Path) -> Path:
     return dest
 
 
+def row(label: str, runs: list[tuple[float, float]]) -> dict[str, object]:
+    return {
+        "command": label,
+        "wall": statistics.median(w for w, _ in runs),
+        "cpu": statistics.median(c for _, c in runs),
+        "runs": runs,
+    }
+
+
+def measure(repo: Path, repeat: int) -> list[dict[str, object]]:
+    rows = []
+    fast = [
+        ("mlops --help", [*MLOPS, "--help"]),
+        ("mlops validate", [*MLOPS, "validate"]),
+        ("mlops compile --check", [*MLOPS, "compile", "--check"]),
+    ]
+    for label, command in fast:
+        rows.append(row(label, [timed(command, repo) for _ in range(repeat)]))
+    timed([*MLOPS, "run"], repo)  # settle: nothing left to do after this one
+    pairs = [
+        (timed([*MLOPS, "run"], repo), timed([*DVC, "repro", "dvc.yaml"], repo))
+        for _ in range(repeat)
+    ]
+    rows.append(row("mlops run, nothing changed", [m for m, _ in pairs]))
+    rows.append(row("dvc repro dvc.yaml, nothing changed", [d for _, d in pairs]))
+    rows.append(
+        {
+            "command": "ratio: no-op mlops run / no-op dvc repro (median of pairs)",
+            "wall": statistics.median(m[0] / d[0] for m, d in pairs),
+            "cpu": statistics.median(m[1] / d[1] for m, d in pairs),
+            "runs": [],
+        }
+    )
+    rows.append(
+        row("dvc status", [timed([*DVC, "status"], repo) for _ in range(repeat)])
+    )
+    rows.append(
+        row(
+            "python -c pass",
+            [timed([sys.executable, "-c", "pass"], repo) for _ in range(repeat)],
+        )
+    )
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--repo", type=Path, help="a copy of the example that has run")
+    parser.add_argument("--json", type=Path, default=ROOT / ".mlops/bench/cli.json")
     args = parser.parse_args()
-    rows: list[tuple[str, list[float]]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        repo = copy_example(Path(tmp))
-        cold = timed([*MLOPS, "run"], repo)
-        rows.append(("mlops run, cold (every stage runs)", [cold]))
-        cases = [
-            ("mlops --help", [*MLOPS, "--help"]),
-            ("mlops validate", [*MLOPS, "validate"]),
-            ("mlops compile --check", [*MLOPS, "compile", "--check"]),
-            ("mlops run, nothing changed", [*MLOPS, "run"]),
-            ("dvc repro, nothing changed", [*DVC, "repro"]),
-            ("dvc status", [*DVC, "status"]),
-        ]
-        for label, command in cases:
-            rows.append((label, [timed(command, repo) for _ in range(args.repeat)]))
-    print(f"Python {sys.version.split()[0]}, {os.cpu_count()} cores; median of runs\n")
-    print("| command | median (s) | runs |")
+        cold: list[dict[str, object]] = []
+        repo = args.repo
+        if repo is None:
+            repo = copy_example(Path(tmp))
+            cold = [
+                row(
+                    "mlops run, cold (every stage runs)", [timed([*MLOPS, "run"], repo)]
+                )
+            ]
+        rows = cold + measure(repo, args.repeat)
+    load = os.getloadavg()
+    print(
+        f"Python {sys.version.split()[0]}, {os.cpu_count()} cores, load "
+        f"{load[0]:.1f}; median of {args.repeat} runs\n"
+    )
+    print("| command | wall (s) | CPU (s) |")
     print("| --- | ---: | ---: |")
-    for label, times in rows:
-        print(f"| {label} | {statistics.median(times):.2f} | {len(times)} |")
+    for r in rows:
+        print(f"| {r['command']} | {r['wall']:.2f} | {r['cpu']:.2f} |")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"load": load, "rows": rows}, indent=2) + "\n")
     return 0
 
 
