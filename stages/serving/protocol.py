@@ -1,12 +1,13 @@
 """uvicorn's httptools protocol with the limits it lacks: a deadline and a size cap
 on the request head.
 
-Measured on uvicorn 0.54 with httptools 0.9 (tests/reliability/test_serving_abuse.py):
-a connection that sends nothing, half a request head, or a head one byte a second
-(slowloris) is never closed, since uvicorn's keep-alive timer only runs after an
-answer and any byte cancels it; and httptools takes a header of any size (a 1 MB
-one got 200). uvicorn's ``h11_max_incomplete_event_size`` applies to h11 only.
-So this protocol adds, per connection:
+Probed on uvicorn 0.54 with httptools 0.9, before this module: a connection that
+sends nothing, half a request head, or a head one byte a second (slowloris) was
+never closed, since uvicorn's keep-alive timer only runs after an answer and any
+byte cancels it; and httptools takes a header of any size (a 1 MB one got 200).
+uvicorn's ``h11_max_incomplete_event_size`` applies to its h11 parser only. So
+this protocol adds, per connection (tests/reliability/test_serving_abuse.py
+proves each):
 
 - the request line and headers must arrive within :data:`HEAD_SECONDS` of the
   connection opening or of the previous answer; if not, the server answers 408
