@@ -181,8 +181,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     from runner import plan as planner
     from runner import report
 
-    plan = planner.build(_load(args))
-    written = report.write(_root(args), plan, args.base, Path(args.output))
+    # DVC's diffs compute in their own process while the spec is read.
+    with report.diffs_started(_root(args), args.base) as diffs:
+        plan = planner.build(_load(args))
+        written = report.write(_root(args), plan, args.base, Path(args.output), diffs)
     say(f"wrote {written} (base: {args.base})")
     return 0
 

@@ -83,16 +83,53 @@ DIFFS = {
 }
 
 
-def _diffs(root: Path, rev: str) -> dict[str, dict[str, Any]]:
-    """DVC's metrics and params diff against rev, as its CLI prints them.
+class Diffs:
+    """DVC's metrics and params diff against a base, as its CLI prints them.
 
-    One process runs both (see `_diffs_main`): each `python -m dvc` paid
-    about a second of imports, most of what `mlops report` cost (issue 13).
+    One process runs both (see `_diffs_main`), started at once: each
+    `python -m dvc` paid about a second of imports, most of what `mlops
+    report` cost (issue 13), and now they overlap reading the spec and the
+    run's files.
     """
-    what = " and ".join(f"dvc {' '.join(a[:2])}" for a in DIFFS.values())
-    out = engine._run([sys.executable, "-m", "runner.report", rev], root, what)
-    data = json.loads(out)
-    return {k: v if isinstance(v, dict) else {} for k, v in data.items()}
+
+    def __init__(self, root: Path, base: str) -> None:
+        self.rev = resolve_base(root, base) if root.is_dir() else None
+        self._proc: subprocess.Popen[str] | None = None
+        if self.rev is not None:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "runner.report", self.rev], cwd=root,
+                env=engine.environment(), stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, text=True,
+            )  # fmt: skip
+
+    def result(self) -> dict[str, dict[str, Any]] | None:
+        """{"metrics": ..., "params": ...}, or None without a base revision."""
+        if self._proc is None:
+            return None
+        out, err = self._proc.communicate()
+        if self._proc.returncode != 0:
+            what = " and ".join(f"dvc {' '.join(a[:2])}" for a in DIFFS.values())
+            detail = (err or out).strip().splitlines()
+            last = detail[-1] if detail else self._proc.returncode
+            raise RunError(f"{what} failed: {last}")
+        data = json.loads(out)
+        return {k: v if isinstance(v, dict) else {} for k, v in data.items()}
+
+    def close(self) -> None:
+        """Stop the process if its result was never read."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.communicate()
+
+
+@contextlib.contextmanager
+def diffs_started(root: Path, base: str) -> Iterator[Diffs]:
+    """Diffs of the repository at root against base, stopped when left."""
+    diffs = Diffs(root, base)
+    try:
+        yield diffs
+    finally:
+        diffs.close()
 
 
 def _diffs_main(rev: str) -> int:
@@ -185,9 +222,16 @@ def _plots(root: Path, plan: Plan) -> list[tuple[Path, str]]:
     return out
 
 
-def collect(root: Path, plan: Plan, base: str, output: Path) -> ReportData:
-    """Load everything the report shows; absent artifacts stay None."""
-    rev = resolve_base(root, base)
+def collect(
+    root: Path, plan: Plan, base: str, output: Path, diffs: Diffs | None = None
+) -> ReportData:
+    """Load everything the report shows; absent artifacts stay None.
+
+    diffs, started earlier (diffs_started), saves waiting for DVC."""
+    if diffs is None:
+        with diffs_started(root, base) as started:
+            return collect(root, plan, base, output, started)
+    rev = diffs.rev
     evaluate = stages_of(plan, "evaluate")
     verdicts = {}
     for stage in evaluate:
@@ -199,8 +243,8 @@ def collect(root: Path, plan: Plan, base: str, output: Path) -> ReportData:
     if validate:
         html = validate[-1].outputs["validation_report"]
         href = os.path.relpath(root / html, output).replace(os.sep, "/")
-    diffs = _diffs(root, rev) if rev else None
-    metrics = diffs["metrics"] if diffs else None
+    found = diffs.result()
+    metrics = found["metrics"] if found else None
     for stage in validate:  # verdicts have sections of their own
         (metrics or {}).pop(stage.outputs["validation"], None)
     for stage in evaluate:
@@ -212,7 +256,7 @@ def collect(root: Path, plan: Plan, base: str, output: Path) -> ReportData:
         stages=frozenset(s.uses for s in plan.stages if s.uses in REPORTED),
         gates=verdicts,
         metrics_diff=metrics,
-        params_diff=diffs["params"] if diffs else None,
+        params_diff=found["params"] if found else None,
         main_metrics=[s.outputs["metrics"] for s in evaluate],
         plots=[name for _, name in _plots(root, plan)],
         validation=_last_output(root, plan, "validate", "validation"),
@@ -224,10 +268,12 @@ def collect(root: Path, plan: Plan, base: str, output: Path) -> ReportData:
     )
 
 
-def write(root: Path, plan: Plan, base: str, output: Path) -> Path:
+def write(
+    root: Path, plan: Plan, base: str, output: Path, diffs: Diffs | None = None
+) -> Path:
     """Write ``report.md`` and its images into ``output``; return the report."""
     output.mkdir(parents=True, exist_ok=True)
-    data = collect(root, plan, base, output.resolve())
+    data = collect(root, plan, base, output.resolve(), diffs)
     for src, name in _plots(root, plan):
         shutil.copyfile(src, output / name)
     report = output / REPORT_FILE
