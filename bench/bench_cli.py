@@ -38,12 +38,18 @@ MLOPS = [sys.executable, "-m", "runner.cli"]
 DVC = [sys.executable, "-m", "dvc"]
 
 
-def timed(args: list[str], cwd: Path) -> tuple[float, float]:
+def timed(
+    args: list[str], cwd: Path, env: dict[str, str] | None = None
+) -> tuple[float, float]:
     """(wall seconds, CPU seconds of the command and everything it started)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run(args, cwd=cwd, env=ENV, check=True, capture_output=True)
+    proc = subprocess.run(
+        args, cwd=cwd, env=env or ENV, capture_output=True, text=True, check=False
+    )
     wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} in {cwd} failed:\n{proc.stderr}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return wall, cpu

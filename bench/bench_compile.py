@@ -25,12 +25,12 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import yaml
-from bench_cli import timed
+from bench_cli import ENV, timed
 
 ROOT = Path(__file__).resolve().parent.parent
-ENV = {**os.environ, "DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
 MLOPS = [sys.executable, "-m", "runner.cli"]
 DEFAULT_SIZES = "10,100,1000,5000"
 
@@ -70,15 +70,20 @@ def make_repo(dest: Path, text: str) -> Path:
     return dest
 
 
-def measure(tmp: Path, n: int, repeat: int) -> dict[str, object]:
-    """Compiles into a fresh folder (every file written), then --check."""
+def measure(tmp: Path, n: int, repeat: int, before: Path | None) -> dict[str, object]:
+    """Compiles into a fresh folder (every file written), then --check; with
+    before, a compile by that tree's runner just before each of this one's."""
     text = spec_text(n)
-    runs = []
+    runs, old = [], []
     for r in range(repeat):
+        if before is not None:
+            repo = make_repo(tmp / f"n{n}-{r}-before", text)
+            env = {**ENV, "PYTHONPATH": str(before)}
+            old.append(timed([*MLOPS, "compile"], repo, env))
         repo = make_repo(tmp / f"n{n}-{r}", text)
         runs.append(timed([*MLOPS, "compile"], repo))
     checks = [timed([*MLOPS, "compile", "--check"], repo) for _ in range(repeat)]
-    return {
+    row: dict[str, object] = {
         "stages": n,
         "spec_bytes": len(text.encode()),
         "compile": runs,
@@ -87,6 +92,38 @@ def measure(tmp: Path, n: int, repeat: int) -> dict[str, object]:
         "cpu": statistics.median(c for _, c in runs),
         "check_wall": statistics.median(w for w, _ in checks),
     }
+    if old:
+        row["before"] = old
+        row["before_wall"] = statistics.median(w for w, _ in old)
+        row["before_cpu"] = statistics.median(c for _, c in old)
+    return row
+
+
+def print_table(rows: list[dict[str, Any]], repeat: int) -> None:
+    load = os.getloadavg()
+    print(
+        f"Python {sys.version.split()[0]}, {os.cpu_count()} cores, load "
+        f"{load[0]:.1f}; median of {repeat} compiles, each a fresh process\n"
+    )
+    before = "before" in rows[0]
+    head = "| custom stages | spec KB | compile wall (s) | CPU (s) | CPU x previous "
+    head += "| CPU ms per stage | --check wall (s) |"
+    if before:
+        head += " before: wall (s) | CPU (s) |"
+    print(head)
+    print("|" + " ---: |" * (head.count("|") - 1))
+    previous = None
+    for row in rows:
+        n, cpu = row["stages"], row["cpu"]
+        ratio = f"{cpu / previous:.1f}" if previous else ""
+        line = (
+            f"| {n:,} | {row['spec_bytes'] / 1024:.0f} | {row['wall']:.2f} "
+            f"| {cpu:.2f} | {ratio} | {1000 * cpu / n:.2f} | {row['check_wall']:.2f} |"
+        )
+        if before:
+            line += f" {row['before_wall']:.2f} | {row['before_cpu']:.2f} |"
+        print(line)
+        previous = cpu
 
 
 def main() -> int:
@@ -94,32 +131,22 @@ def main() -> int:
     parser.add_argument("--sizes", default=DEFAULT_SIZES)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", type=Path, default=ROOT / ".mlops/bench/compile.json")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="another tree (a checkout's root) whose compiler runs beside this one",
+    )
+    parser.add_argument("--before-up-to", type=int, default=1000)
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in sizes:
-            rows.append(measure(Path(tmp), n, args.repeat))
-    load = os.getloadavg()
-    print(
-        f"Python {sys.version.split()[0]}, {os.cpu_count()} cores, load "
-        f"{load[0]:.1f}; median of {args.repeat} compiles, each a fresh process\n"
-    )
-    print(
-        "| custom stages | spec KB | compile wall (s) | CPU (s) | CPU x previous "
-        "| CPU ms per stage | --check wall (s) |"
-    )
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    previous = None
-    for row in rows:
-        n, cpu = row["stages"], row["cpu"]
-        ratio = f"{cpu / previous:.1f}" if previous else ""
-        print(
-            f"| {n:,} | {row['spec_bytes'] / 1024:.0f} | {row['wall']:.2f} "
-            f"| {cpu:.2f} | {ratio} | {1000 * cpu / n:.2f} | {row['check_wall']:.2f} |"
-        )
-        previous = cpu
+            before = args.before if n <= args.before_up_to else None
+            rows.append(measure(Path(tmp), n, args.repeat, before))
+    print_table(rows, args.repeat)
     args.json.parent.mkdir(parents=True, exist_ok=True)
+    load = os.getloadavg()
     args.json.write_text(json.dumps({"load": load, "rows": rows}, indent=2) + "\n")
     return 0
 
