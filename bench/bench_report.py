@@ -64,14 +64,24 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--repo", type=Path, help="a repository made before")
     parser.add_argument("--json", type=Path, default=ROOT / ".mlops/bench/report.json")
+    parser.add_argument(
+        "--before", type=Path, help="another tree whose `mlops report` runs in turn"
+    )
     args = parser.parse_args()
+    cases = dict(CASES)
+    envs = {}
+    if args.before:
+        label = f"mlops report, by {args.before}"
+        cases[label] = CASES["mlops report"]
+        envs[label] = {**ENV, "PYTHONPATH": str(args.before)}
     with tempfile.TemporaryDirectory() as tmp:
         repo = args.repo or make_repo(Path(tmp) / "repo")
         out = str(Path(tmp) / "out")
-        runs: dict[str, list[tuple[float, float]]] = {k: [] for k in CASES}
+        runs: dict[str, list[tuple[float, float]]] = {k: [] for k in cases}
         for _ in range(args.repeat):  # in turn: each case sees the same load
-            for label, command in CASES.items():
-                runs[label].append(timed([a.format(out=out) for a in command], repo))
+            for label, command in cases.items():
+                argv = [a.format(out=out) for a in command]
+                runs[label].append(timed(argv, repo, envs.get(label)))
     load = os.getloadavg()
     rows = [
         {
