@@ -169,6 +169,12 @@ def convert(model: Any, columns: Sequence[tuple[str, str]]) -> bytes:
         options=options,
         name=GRAPH_NAME,
     )
+    # skl2onnx lists the opsets in set order, which follows the hash seed:
+    # sorted, the same model gives the same bytes in every process.
+    opsets = sorted((o.domain, o.version) for o in onx.opset_import)
+    del onx.opset_import[:]
+    for domain, version in opsets:
+        onx.opset_import.add(domain=domain, version=version)
     return onx.SerializeToString()
 
 

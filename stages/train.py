@@ -57,7 +57,8 @@ def model_trusted_types(pipeline: Any, prefixes: tuple[str, ...]) -> list[str]:
     import skops.io
 
     found = skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
-    return common.trusted_types(found, prefixes)
+    # The gate every command loads through: refused here rather than at load.
+    return modelfile.check_types(found, prefixes)
 
 
 def _log_and_save(

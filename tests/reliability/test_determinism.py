@@ -165,3 +165,37 @@ def test_the_canonical_archive_loads_and_predicts_the_same(example_run: Any) -> 
 
         infos = zipfile.ZipFile(f).infolist()
     assert {i.date_time for i in infos} == {(1980, 1, 1, 0, 0, 0)}
+
+
+_CONVERT = """
+import sys
+from stages import common, modelfile, onnx_export
+model = modelfile.load_model_dir(sys.argv[1], common.TRUSTED_MODULE_PREFIXES)
+graph = onnx_export.convert(model, onnx_export.signature_columns(sys.argv[1]))
+sys.stdout.buffer.write(graph)
+"""
+
+
+def test_the_onnx_graph_is_the_same_whatever_the_hash_seed(
+    example_run: Any, figure: Any
+) -> None:
+    # skl2onnx ordered the opsets by set order: 1 in 2 processes differed.
+    seeds = ("0", "1", "2", "3")
+    graphs = {
+        subprocess.run(
+            [sys.executable, "-c", _CONVERT, str(example_run.root / MODEL)],
+            capture_output=True,
+            check=True,
+            cwd=ROOT,
+            env={**example_env(), "PYTHONHASHSEED": seed},
+        ).stdout
+        for seed in seeds
+    }
+    assert len(graphs) == 1
+    assert graphs == {(example_run.root / "artifacts/register/model.onnx").read_bytes()}
+    figure(
+        "fault",
+        f"the model converted to ONNX in {len(seeds)} processes with other hash seeds",
+        "the same graph bytes each time, and the bytes register wrote",
+        processes=len(seeds),
+    )
