@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from runner import deploy_state, write
+from runner import deploy_state, gcpause, write
 from runner import framework as fw
 from runner import plan as planner
 from runner.deploy_state import Release
@@ -36,19 +36,20 @@ def render(
 ) -> dict[str, str]:
     """Every generated file's path and exact text for this spec and release,
     in a repository of framework's mode (by default, a copy of this one)."""
-    plan = planner.build(spec, framework)
-    outputs = [target(plan) for target in TARGETS]
-    outputs += [target(plan, release) for target in RELEASE_TARGETS]
-    files: dict[str, Mapping[str, Any] | str] = {}
-    for output in outputs:
-        for path, data in output.items():
-            if path in files:
-                raise ValueError(f"two targets generate {path}")
-            files[path] = data
-    return {
-        path: data if isinstance(data, str) else write.render(data)
-        for path, data in sorted(files.items())
-    }
+    with gcpause.paused():
+        plan = planner.build(spec, framework)
+        outputs = [target(plan) for target in TARGETS]
+        outputs += [target(plan, release) for target in RELEASE_TARGETS]
+        files: dict[str, Mapping[str, Any] | str] = {}
+        for output in outputs:
+            for path, data in output.items():
+                if path in files:
+                    raise ValueError(f"two targets generate {path}")
+                files[path] = data
+        return {
+            path: data if isinstance(data, str) else write.render(data)
+            for path, data in sorted(files.items())
+        }
 
 
 def framework_for(spec: Spec, root: Path) -> fw.Framework:

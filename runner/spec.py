@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any
 
-from runner import checks, yamlsource
+from runner import checks, gcpause, yamlsource
 from runner.errors import Problem, SpecError
 from runner.schema import problems as schema_problems
 from runner.schema import schema
@@ -227,5 +227,6 @@ def load(path: str | FsPath = DEFAULT_SPEC) -> Spec:
     if size > yamlsource.MAX_BYTES:
         # Refused by its size alone: none of it was read.
         raise yamlsource.too_big(str(path), size)
-    doc = yamlsource.load_bytes(data, str(path))
-    return from_document(doc)
+    with gcpause.paused():
+        doc = yamlsource.load_bytes(data, str(path))
+        return from_document(doc)
