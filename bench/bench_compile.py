@@ -120,8 +120,10 @@ def print_table(rows: list[dict[str, Any]], repeat: int) -> None:
             f"| {n:,} | {row['spec_bytes'] / 1024:.0f} | {row['wall']:.2f} "
             f"| {cpu:.2f} | {ratio} | {1000 * cpu / n:.2f} | {row['check_wall']:.2f} |"
         )
-        if before:
+        if before and "before" in row:
             line += f" {row['before_wall']:.2f} | {row['before_cpu']:.2f} |"
+        elif before:
+            line += " | |"
         print(line)
         previous = cpu
 
