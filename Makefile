@@ -40,7 +40,7 @@ run: setup
 	else echo "chromium is missing (not root): the report render test will skip"; fi
 
 test: setup $(CHECKOV) .tools/chromium.stamp
-	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=25
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=40
 
 lint: setup
 	$(BIN)/ruff check .

@@ -42,25 +42,20 @@ def _this_repository(repo: Path) -> Path:
 
 
 def _registry(repo: Path, uri: str | None = None) -> list[dict[str, object]]:
-    """Model versions in the registry, read by a separate process."""
-    probe = (
-        "import json, mlflow\n"
-        f"client = mlflow.MlflowClient({uri!r} if {uri!r} else 'sqlite:///.mlops/mlflow.db')\n"
-        "out = []\n"
-        "for v in client.search_model_versions(\"name='cancer-classifier'\"):\n"
-        "    m = client.get_registered_model(v.name)\n"
-        "    aliases = [a for a, n in m.aliases.items() if n == v.version]\n"
-        "    out.append({'version': v.version, 'aliases': aliases, 'tags': v.tags})\n"
-        "print(json.dumps(out))\n"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", probe],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(proc.stdout.splitlines()[-1])  # type: ignore[no-any-return]
+    """Model versions in the registry: the repository's local store, or ``uri``.
+
+    Read from this process (one import of MLflow for the module, as
+    tests/test_promote.py does, instead of a Python process per look-up).
+    """
+    import mlflow
+
+    client = mlflow.MlflowClient(uri or f"sqlite:///{repo}/.mlops/mlflow.db")
+    out: list[dict[str, object]] = []
+    for v in client.search_model_versions("name='cancer-classifier'"):
+        model = client.get_registered_model(v.name)
+        aliases = [a for a, n in model.aliases.items() if n == v.version]
+        out.append({"version": v.version, "aliases": aliases, "tags": v.tags})
+    return out
 
 
 def test_example_runs_then_skips_then_reruns_only_downstream(
