@@ -13,8 +13,10 @@ MLflow's scoring server writes them: 400 for a request that does not fit the
 signature, 413 for a body over ``max_request_bytes`` (refused from its
 Content-Length, or counted while it streams in), 408 for a body that has not
 arrived within :data:`BODY_SECONDS`, 503 before the model is loaded. An answer
-sent before the whole body was read (413, 408, 503) closes the connection, so
-the rest of that body is never read. (The request head's limits are
+sent before the whole body was read (413, 408, 503) closes the connection. A
+413's body is first read and dropped up to once more the limit, so that a
+client that sends the whole body before reading still gets the answer; past
+that the rest is never read. (The request head's limits are
 :mod:`stages.serving.protocol`'s.)
 
 With one worker the model is loaded in a thread after the server starts
@@ -53,6 +55,9 @@ JSON = b"application/json"
 # that sends half a body, or one byte at a time, holds a connection no longer.
 BODY_SECONDS = 10.0
 CLOSE = (b"connection", b"close")
+# A refused body is read and dropped up to this many times the limit more, so
+# that a client sending it whole still gets its 413 (see App._drain).
+DRAIN_FACTOR = 1
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -116,6 +121,7 @@ class App:
             inputs.Column(name, kind) for name, kind in self.served["columns"]
         )
         self.max_bytes = int(config["max_request_bytes"])
+        self.drain_bytes = DRAIN_FACTOR * self.max_bytes
         self.predictor: predictor.Predictor | None = None
         self.log: PredictionLog | None = None
         self.metrics: Metrics | None = None
@@ -251,9 +257,13 @@ class App:
         limit = self.max_bytes
         declared = _header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise HttpError(413, "REQUEST_TOO_LARGE",
-                            f"the body has {int(declared)} bytes; the limit is {limit} "
-                            "(deploy.max_request_bytes)", close=True)  # fmt: skip
+            why = (
+                f"the body has {int(declared)} bytes; the limit is {limit} "
+                "(deploy.max_request_bytes)"
+            )
+            if int(declared) <= limit + self.drain_bytes:
+                await self._drain(receive, int(declared))
+            raise HttpError(413, "REQUEST_TOO_LARGE", why, close=True)
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -262,12 +272,32 @@ class App:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
+                if message.get("more_body", False):
+                    await self._drain(receive, limit + self.drain_bytes - size)
                 raise HttpError(413, "REQUEST_TOO_LARGE",
                                 f"the body is over the limit of {limit} bytes "
                                 "(deploy.max_request_bytes)", close=True)  # fmt: skip
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
+
+    async def _drain(self, receive: Receive, most: int) -> None:
+        """Read and drop up to ``most`` more bytes of a refused body.
+
+        A client such as Python's http.client sends the whole body before it
+        reads the answer; closing at once would reset its connection and it
+        would never see the 413. A body bigger than the allowance is cut off
+        (the connection is closed anyway), so this costs at most
+        :data:`DRAIN_FACTOR` times the limit, within the body's time limit.
+        """
+        seen = 0
+        while seen <= most:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise Disconnected
+            seen += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
 
     async def predict(self, scope: Scope, receive: Receive) -> tuple[list[Any], Any]:
         """Parse, check and predict; any problem is an :class:`HttpError`."""

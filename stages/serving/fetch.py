@@ -171,13 +171,24 @@ def choose_onnx(
     if tag != onnx_export.VERIFIED or not want:
         why = f"tag {TAG_ONNX} is {tag!r}" if tag else f"no {TAG_ONNX} tag"
         return None, {**status, "served": False, "why": f"{why}, not verified"}
+    import mlflow
+
     run_id = _run_id(version)
     target = folder / "onnx"
+    uri = f"runs:/{run_id}/{ONNX_ARTIFACT_DIR}"
     try:
         if target.exists() and sha256(target / "model.onnx") != want:
             shutil.rmtree(target)  # a stale copy: fetch the run's file again
-        _cached(target, run_id=run_id, artifact_path=ONNX_ARTIFACT_DIR)
-    except Exception as e:  # MLflow raises several types for a missing artifact
+        # From the run's artifact root, not `run_id=`: MLflow's runs:/ download
+        # reads every failure, a refused one included, as "does not exist".
+        root = mlflow.MlflowClient().get_run(run_id).info.artifact_uri
+        uri = f"{root.rstrip('/')}/{ONNX_ARTIFACT_DIR}"
+        _cached(target, artifact_uri=uri)
+    except lookups.faults() as e:
+        # Only a file the store says is not there is a reason to serve the
+        # scikit-learn model; a refused or failing download is a failure.
+        if not lookups.absent(e):
+            raise lookups.failure(e, f"download_artifacts({uri!r})") from e
         why = f"cannot download {ONNX_ARTIFACT} from run {run_id}: {e}"
         return None, {**status, "served": False, "why": why}
     path = target / "model.onnx"

@@ -443,6 +443,43 @@ def test_a_promotion_whose_audit_entry_is_not_saved_is_undone(
     )
 
 
+def test_a_refused_onnx_download_fails_serve_instead_of_falling_back(
+    world, capsys, figure, tmp_path
+) -> None:
+    """A verified ONNX file the store refuses is a fault; only one the store says
+    is not there makes `mlops serve` use the scikit-learn model."""
+    import mlflow
+
+    from stages.serving import fetch
+
+    server, proxy, root = world
+    _direct(server).set_registered_model_alias(MODEL, "production", "1")
+    tags = _direct(server).get_model_version(MODEL, "1").tags
+    assert tags.get(register.TAG_ONNX) == "verified", tags
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    mlflow.set_tracking_uri(proxy.url)
+    refused = proxy.fault(
+        "GET", r"/mlflow-artifacts/artifacts/.*/onnx/model\.onnx", FORBIDDEN
+    )
+    start = time.monotonic()
+    with pytest.raises(common.StageError, match="403 Client Error") as error:
+        fetch.prepare(params, "1", cache=tmp_path / "refused")
+    seconds = time.monotonic() - start
+    assert refused.hits >= 1 and seconds < BOUND_SECONDS
+    assert "download_artifacts('mlflow-artifacts:/" in str(error.value)
+    assert "/onnx')" in str(error.value)
+
+    proxy.clear()
+    served, _ = fetch.prepare(params, "1", cache=tmp_path / "answered")
+    assert served["onnx"] is not None, served["onnx_status"]
+    figure(
+        "fault",
+        "`mlops serve`: the verified ONNX file's download refused (403)",
+        "a failure naming the call, not a silent fall-back to scikit-learn",
+        seconds=round(seconds, 1),
+    )
+
+
 def test_a_dropped_connection_is_a_failure_not_an_absence(
     world, capsys, figure
 ) -> None:
