@@ -329,9 +329,7 @@ CASES = {
 }
 # MLflow's download from the store refuses a link out of the artifact root
 # itself: monitor fails on that (exit 1, naming the file), before the gate.
-DOWNLOADED = {
-    "symlink-out": r"File model\.skops .*resolved path is outside"
-}
+DOWNLOADED = {"symlink-out": r"File model\.skops .*resolved path is outside"}
 
 
 def _restore(repo: Repo) -> None:
