@@ -131,18 +131,23 @@ def main() -> int:
                 )
             ]
         rows = cold + measure(repo, args.repeat)
+    report(rows, f"median of {args.repeat} runs", args.json)
+    return 0
+
+
+def report(rows: list[dict], how: str, path: Path) -> None:
+    """Print the rows as a Markdown table under the machine's line; write JSON."""
     load = os.getloadavg()
     print(
         f"Python {sys.version.split()[0]}, {os.cpu_count()} cores, load "
-        f"{load[0]:.1f}; median of {args.repeat} runs\n"
+        f"{load[0]:.1f}; {how}\n"
     )
     print("| command | wall (s) | CPU (s) |")
     print("| --- | ---: | ---: |")
     for r in rows:
         print(f"| {r['command']} | {r['wall']:.2f} | {r['cpu']:.2f} |")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"load": load, "rows": rows}, indent=2) + "\n")
-    return 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"load": load, "rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -15,15 +15,13 @@ CPU time (the process and its children); a Markdown table and JSON.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from bench_cli import DVC, ENV, MLOPS, ROOT, copy_example, timed
+from bench_cli import DVC, ENV, MLOPS, ROOT, copy_example, report, timed
 
 
 def git(repo: Path, *args: str) -> None:
@@ -82,7 +80,6 @@ def main() -> int:
             for label, command in cases.items():
                 argv = [a.format(out=out) for a in command]
                 runs[label].append(timed(argv, repo, envs.get(label)))
-    load = os.getloadavg()
     rows = [
         {
             "command": label,
@@ -92,16 +89,7 @@ def main() -> int:
         }
         for label, times in runs.items()
     ]
-    print(
-        f"Python {sys.version.split()[0]}, {os.cpu_count()} cores, load "
-        f"{load[0]:.1f}; median of {args.repeat} rounds\n"
-    )
-    print("| command | wall (s) | CPU (s) |")
-    print("| --- | ---: | ---: |")
-    for r in rows:
-        print(f"| {r['command']} | {r['wall']:.2f} | {r['cpu']:.2f} |")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"load": load, "rows": rows}, indent=2) + "\n")
+    report(rows, f"median of {args.repeat} rounds", args.json)
     return 0
 
 

@@ -163,6 +163,13 @@ def _candidate(server: Server, root: Path) -> str:
     return str(_read(root, "artifacts/register/registered.json")["version"])
 
 
+def _promotable(server: Server, root: Path) -> tuple[str, int]:
+    """A candidate to promote over version 1 @production, and the audit's length."""
+    candidate = _candidate(server, root)
+    _direct(server).set_registered_model_alias(MODEL, "production", "1")
+    return candidate, len(_entries(server))
+
+
 def _assert_names(err: str, proxy: Proxy, *parts: str) -> None:
     """The error line names the server, the call, MLflow's code and what to do."""
     assert f"the MLflow server at {proxy.url} failed" in err, err
@@ -362,9 +369,7 @@ def test_a_failed_promote_leaves_production_and_a_retry_is_idempotent(
     world, capsys, figure
 ) -> None:
     server, proxy, root = world
-    candidate = _candidate(server, root)
-    _direct(server).set_registered_model_alias(MODEL, "production", "1")
-    entries = len(_entries(server))
+    candidate, entries = _promotable(server, root)
 
     # Refused look-up of the current production: nothing moves, nothing recorded.
     proxy.fault("GET", ALIAS, FORBIDDEN)
@@ -412,9 +417,7 @@ def test_a_promotion_whose_audit_entry_is_not_saved_is_undone(
 ) -> None:
     """No promotion without its record: the alias goes back, and a retry is safe."""
     server, proxy, root = world
-    candidate = _candidate(server, root)
-    _direct(server).set_registered_model_alias(MODEL, "production", "1")
-    entries = len(_entries(server))
+    candidate, entries = _promotable(server, root)
 
     failed = proxy.fault("POST", SET_MODEL_TAG, FAIL)
     code, seconds = _timed(lambda: promote.main([]))
