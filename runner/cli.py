@@ -149,9 +149,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_push(args: argparse.Namespace) -> int:
     from runner import engine, remotecheck, runlock
 
-    with runlock.held(_root(args)):  # not while a run writes the cache
-        remotecheck.check(_root(args))
-        engine.push(_root(args), list(args.stages), say)
+    root = _root(args)
+    with runlock.held(root):  # not while a run writes the cache
+        remotecheck.check(root)
+        engine.push(root, list(args.stages), say)
     return 0
 
 
@@ -513,8 +514,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.traceback:
             raise
         print(f"mlops: error: {exc}", file=sys.stderr)  # noqa: T201
-        # runner.runlock.Busy: another run holds the repository (exit 75)
-        return int(getattr(exc, "exit_code", EXIT_FAILED))
+        return exc.exit_code
     except KeyboardInterrupt:
         return 130
 

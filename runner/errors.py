@@ -37,3 +37,7 @@ class SpecError(Exception):
 
 class RunError(Exception):
     """A command that failed for a reason the user can act on (not a spec error)."""
+
+    # The command's exit code; runner.runlock.Busy (another run holds the
+    # repository) says 75.
+    exit_code = 1
