@@ -15,14 +15,13 @@ request's run, and exits 0. One request first tells "down" from "empty":
 - other schemes (s3://, gs://, ...): not checked here (no plugin for them
   is installed to test against).
 
-The wait is the remote's own ``read_timeout``/``connect_timeout`` from
-.dvc/config or .dvc/config.local (DVC's default: 60 s each), so a remote that
+The wait is the remote's own ``read_timeout``/``connect_timeout`` as DVC's
+config sets them (DVC's default: 60 s each), so a remote that
 accepts and never answers fails in that time, not after DVC's retries.
 """
 
 from __future__ import annotations
 
-import configparser
 import ssl
 import urllib.error
 import urllib.parse
@@ -35,7 +34,6 @@ from runner.errors import RunError
 # dvc_http.HTTPFileSystem.REQUEST_TIMEOUT, the default of both timeouts
 # (tests/reliability/test_remote_faults.py checks they agree).
 DVC_HTTP_TIMEOUT = 60.0
-_CONFIGS = (".dvc/config", ".dvc/config.local")
 
 
 @dataclass(frozen=True)
@@ -49,23 +47,28 @@ class Remote:
 
 
 def default_remote(root: Path) -> Remote | None:
-    """The repository's default remote, or None when it has none."""
-    config = configparser.ConfigParser(interpolation=None)
+    """The repository's default remote, or None when it has none.
+
+    Read by DVC's own config loader (every level: system, global, the
+    repository's config and config.local), as `dvc repro --pull` reads it.
+    """
+    from dvc.config import Config, ConfigError
+
     try:
-        config.read([root / p for p in _CONFIGS], encoding="utf-8")
-        name = config.get("core", "remote", fallback=None)
-        section = f"'remote \"{name}\"'"
-        if not name or not config.has_section(section):
-            return None
-        url = config.get(section, "url")
-        waits = [
-            float(config.get(section, key, fallback=DVC_HTTP_TIMEOUT))
-            for key in ("connect_timeout", "read_timeout")
-        ]
-        verify = config.get(section, "ssl_verify", fallback="true")
-    except (configparser.Error, ValueError):
+        config = Config(dvc_dir=str(root / ".dvc"))
+    except ConfigError:
         return None  # DVC reads the same files and says what is wrong in them
-    return Remote(name, url, max(waits), verify)
+    name = config["core"].get("remote")
+    settings = config["remote"].get(name) if name else None
+    if not settings:
+        return None
+    waits = [
+        float(settings.get(key, DVC_HTTP_TIMEOUT))
+        for key in ("connect_timeout", "read_timeout")
+    ]
+    verify = settings.get("ssl_verify", True)  # a bool, or a CA bundle's path
+    shown = str(verify).lower() if isinstance(verify, bool) else str(verify)
+    return Remote(name, str(settings["url"]), max(waits), shown)
 
 
 def _tls(remote: Remote) -> ssl.SSLContext:
