@@ -54,7 +54,7 @@ def read_file(location: str, fmt: str) -> pd.DataFrame:
     sep = "\t" if location.lower().endswith(".tsv") else ","
     readers = {
         "csv": lambda: pd.read_csv(location, sep=sep),
-        "parquet": lambda: pd.read_parquet(location),
+        "parquet": lambda: common.read_parquet(location),
         "json": lambda: pd.read_json(location, lines=location.endswith(".jsonl")),
     }
     return readers[fmt]()
