@@ -142,6 +142,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"mlops run: {len(plan.stages)} stages, {len(outcome.ran)} ran, "
         f"{len(outcome.unchanged)} unchanged, {len(outcome.restored)} restored "
         f"from the run-cache, in {outcome.seconds:.1f}s"
+        + (f" ({outcome.warm} started warm)" if outcome.warm else "")
     )
     return 0
 

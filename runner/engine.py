@@ -10,11 +10,15 @@ import configparser
 import json
 import os
 import re
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -161,6 +165,7 @@ class Outcome:
     unchanged: list[str] = field(default_factory=list)
     restored: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    warm: int = 0  # stages the warm stage server ran (stages/warm.py)
 
 
 def record(root: Path, outcome: Outcome) -> None:
@@ -168,6 +173,85 @@ def record(root: Path, outcome: Outcome) -> None:
     from runner.write import write_atomic
 
     write_atomic(root / LAST_RUN, json.dumps(asdict(outcome), indent=2) + "\n")
+
+
+class StageServer:
+    """The warm stage server of one `dvc repro` (stages/warm.py).
+
+    The listening socket exists before DVC starts, so a stage that asks before
+    the server is up waits in its queue; the server itself starts on the first
+    stage DVC runs, so a run with nothing to do starts nothing. Once started,
+    the server holds the only copy of the socket: if it dies, a stage that asks
+    is refused at once and runs in its own process.
+    """
+
+    def __init__(self, root: Path, installed: bool) -> None:
+        self.root = root
+        self.installed = installed
+        self.dvc_env = environment()  # DVC's, and so its stages'
+        self.folder = tempfile.mkdtemp(prefix="mlops-stages-")  # 0700: ours only
+        self.listener: socket.socket | None = None
+        self.proc: subprocess.Popen[str] | None = None
+        self.served = 0  # stages the server ran, known once it stopped
+
+    @classmethod
+    @contextmanager
+    def open(cls, root: Path, plan: Plan) -> Iterator[StageServer]:
+        """Set up the socket and point DVC's environment at it; stop it all after."""
+        from stages import warm
+
+        server = cls(root, plan.framework.installed)
+        try:
+            if warm.enabled(server.dvc_env) and any(s.uses for s in plan.stages):
+                server.listen(warm.ENV)
+            yield server
+        finally:
+            server.stop()
+
+    def listen(self, variable: str) -> None:
+        path = os.path.join(self.folder, "socket")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(path)
+            listener.listen(16)
+        except OSError:  # e.g. a TMPDIR too long for a socket's path
+            listener.close()
+            return
+        self.listener = listener
+        self.dvc_env[variable] = path
+
+    def start(self) -> None:
+        """Start the server, once; a no-op without a socket."""
+        if self.listener is None or self.proc is not None:
+            return
+        fd = self.listener.fileno()
+        args = [sys.executable, "-m", "stages.warm", str(fd), str(os.getpid())]
+        if self.installed:
+            args.insert(1, "-P")  # as `mlops stage` runs the stages
+        try:
+            self.proc = subprocess.Popen(
+                args, cwd=self.root, env=environment(), pass_fds=(fd,),
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
+            )  # fmt: skip
+        except OSError:
+            pass
+        self.listener.close()  # the server's now, or nobody's: no stage waits
+        self.listener = None
+
+    def stop(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+        if self.proc is not None:
+            from stages import warm
+
+            self.proc.terminate()
+            try:
+                out, _ = self.proc.communicate(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                out, _ = self.proc.communicate()
+            self.served = sum(line.startswith(warm.SERVED) for line in out.splitlines())
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def _lines(proc: subprocess.Popen[str]) -> Iterator[str]:
@@ -203,18 +287,21 @@ def repro(
 
     # Not --allow-missing: with it DVC skips an unchanged stage whose outputs
     # are absent instead of pulling them, and downstream stages lack inputs.
-    flags = ["--force"] if force else []
-    if pull:
-        flags.append("--pull")
-    args = dvc("repro", *flags, DVC_FILE)
+    flags = ["--force"] * force + ["--pull"] * pull
     tail: deque[str] = deque(maxlen=40)  # where a stage's last error is
-    with subprocess.Popen(
-        args, cwd=root, env=environment(), stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, bufsize=1,
-    ) as proc:  # fmt: skip
+    with (
+        StageServer.open(root, plan) as server,
+        subprocess.Popen(
+            dvc("repro", *flags, DVC_FILE), cwd=root, env=server.dvc_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, bufsize=1,
+        ) as proc,
+    ):  # fmt: skip
         for line in _lines(proc):
             text = line.rstrip("\n")
             tail.append(text)
+            if _RUNNING.match(text):
+                server.start()  # on the first stage that runs: none for a no-op
             m = _RUNNING.match(text) or _RESTORED.match(text)
             if m and m.group(1) in outcome.unchanged:
                 outcome.unchanged.remove(m.group(1))  # its pull failed
@@ -241,6 +328,7 @@ def repro(
             elif text.strip():
                 say("    " + text)
         code = proc.wait()
+    outcome.warm = server.served
     outcome.seconds = time.monotonic() - started
     if code != 0:
         failed = current[0] if current else "dvc repro"

@@ -1,0 +1,235 @@
+"""The warm stage server (stages/warm.py): stages run by it behave as their own
+processes would, to DVC and to the user, and nothing of one outlives it.
+
+The unit half runs the real server on a package beside the test: the project's
+``stages/__init__.py`` and ``warm.py`` next to small stage modules written here,
+asked by real ``python -m stages.<name>`` processes, as DVC starts them. The
+other half runs `mlops run` with and without the server and compares outputs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from stages import warm
+from tests.support import ROOT, mlops, quiet_env, run
+
+STAGE_MODULES = {
+    # Prints who runs it and what it was given, then exits with argv's code.
+    "probe": """
+import os, sys
+print("pid", os.getpid(), "argv", *sys.argv[1:], "env", os.environ.get("PROBE"))
+print("to stderr", file=sys.stderr)
+raise SystemExit(int(sys.argv[1]))
+""",
+    # Waits until killed, after saying it started.
+    "sleepy": """
+import os, pathlib, sys, time
+pathlib.Path(sys.argv[1]).write_text(str(os.getpid()))
+time.sleep(120)
+""",
+    "broken": "raise ValueError('a bug in the stage')\n",
+}
+
+
+@dataclass
+class Server:
+    root: Path
+    env: dict[str, str]
+    proc: subprocess.Popen[str]
+
+    def stage(self, name: str, *args: str, **kw: object) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", f"stages.{name}", *args],
+            cwd=self.root,
+            env=kw.get("env", self.env),  # type: ignore[arg-type]
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    root = tmp_path / "repo"
+    (root / "stages").mkdir(parents=True)
+    for name in ("__init__.py", "warm.py"):
+        shutil.copy(ROOT / "stages" / name, root / "stages" / name)
+    for name, code in STAGE_MODULES.items():
+        (root / "stages" / f"{name}.py").write_text(code)
+    path = str(tmp_path / "s")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(8)
+    env = quiet_env()
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "stages.warm",
+            str(listener.fileno()),
+            str(os.getpid()),
+            "json",
+        ],
+        cwd=root,
+        env=env,
+        pass_fds=(listener.fileno(),),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    listener.close()
+    try:
+        yield Server(root, {**env, warm.ENV: path, "PROBE": "given"}, proc)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _pid_of(out: str) -> int:
+    return int(out.split()[1])
+
+
+def test_a_stage_run_by_the_server_looks_like_its_own_process(server: Server) -> None:
+    proc = server.stage("probe", "3", "more")
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 3  # its exit code
+    assert out.split()[2:] == ["argv", "3", "more", "env", "given"], out
+    assert err == "to stderr\n"  # its streams are the asker's
+    assert _pid_of(out) != proc.pid  # and a forked child ran it
+    assert _pid_of(out) not in {p.pid for p in psutil.Process().children(True)}
+
+    broken = server.stage("broken")
+    _, err = broken.communicate(timeout=30)
+    assert broken.returncode == 1
+    assert "ValueError: a bug in the stage" in err and "Traceback" in err
+
+
+def test_what_would_start_another_interpreter_runs_in_its_own_process(
+    server: Server,
+) -> None:
+    for change in ({"PYTHONHASHSEED": "7"}, {"OMP_NUM_THREADS": "1"}):
+        proc = server.stage("probe", "0", env={**server.env, **change})
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0
+        assert _pid_of(out) == proc.pid, change  # refused: ran itself
+    elsewhere = server.stage("probe", "0", env={**server.env, warm.ENV: "/nonexistent"})
+    out, _ = elsewhere.communicate(timeout=30)
+    assert _pid_of(out) == elsewhere.pid  # no server: runs itself
+
+
+def _wait_for(path: Path, seconds: float = 30) -> int:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text():
+            return int(path.read_text())
+        time.sleep(0.05)
+    raise AssertionError(f"{path} not written in {seconds}s")
+
+
+def test_killing_the_stage_process_kills_the_stage(
+    server: Server, tmp_path: Path
+) -> None:
+    started = tmp_path / "started"
+    proc = server.stage("sleepy", str(started))
+    child = psutil.Process(_wait_for(started))
+    assert child.pid != proc.pid
+    proc.kill()  # kill -9: it cannot tell anyone
+    proc.wait(timeout=10)
+    child.wait(timeout=10)  # psutil.TimeoutExpired if the stage lived on
+
+
+def test_a_signal_to_the_stage_process_reaches_the_stage(
+    server: Server, tmp_path: Path
+) -> None:
+    started = tmp_path / "started"
+    proc = server.stage("sleepy", str(started))
+    child = psutil.Process(_wait_for(started))
+    proc.send_signal(signal.SIGTERM)  # as DVC does on Ctrl-C
+    proc.wait(timeout=10)
+    child.wait(timeout=10)
+    assert proc.returncode == -signal.SIGTERM  # died of it, as the stage did
+
+
+def test_the_server_leaves_when_mlops_run_is_gone(tmp_path: Path) -> None:
+    """Started by a process that then dies (kill -9 of `mlops run`): it exits."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(tmp_path / "s"))
+    listener.listen(1)
+    code = (
+        "import os, subprocess, sys; fd = sys.argv[1]; "
+        "p = subprocess.Popen([sys.executable, '-m', 'stages.warm', fd, "
+        "str(os.getpid()), 'json'], pass_fds=(int(fd),)); print(p.pid, flush=True)"
+    )
+    parent = subprocess.run(
+        [sys.executable, "-c", code, str(listener.fileno())],
+        cwd=ROOT,
+        env=quiet_env(),
+        pass_fds=(listener.fileno(),),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    listener.close()
+    psutil.Process(int(parent.stdout)).wait(timeout=15)
+
+
+# -- under `mlops run` ---------------------------------------------------------
+
+SPEC = """\
+version: 1
+project: {name: iris, task: classification, target: target, seed: 7}
+data:
+  iris: {sklearn: iris}
+pipeline:
+  ingest: {uses: ingest, with: {source: iris}}
+  preprocess: {uses: preprocess, needs: [ingest]}
+  train:
+    uses: train
+    needs: [preprocess]
+    with: {estimator: sklearn.linear_model.LogisticRegression}
+"""
+
+
+def _outs(root: Path) -> dict[str, str]:
+    doc = yaml.safe_load((root / "dvc.lock").read_text())
+    return {
+        o["path"]: o["md5"] for s in doc["stages"].values() for o in s.get("outs", [])
+    }
+
+
+def test_mlops_run_gives_the_same_outputs_warm_or_cold(repo: Path) -> None:
+    (repo / "mlops.yaml").write_text(SPEC)
+    run(["git", "add", "-A"], cwd=repo)
+    run(["git", "commit", "-qm", "spec"], cwd=repo)
+    other = repo.parent / "cold"
+    shutil.copytree(repo, other, symlinks=True)
+    tmp = repo.parent / "tmp"
+    tmp.mkdir()
+    env = {**quiet_env(), "TMPDIR": str(tmp)}
+    mlops_run = [sys.executable, "-m", "runner.cli", "run"]
+    warm_out = run(mlops_run, cwd=repo, env=env).stdout
+    assert warm_out.rstrip().endswith("(3 started warm)"), warm_out
+    cold_out = run(mlops_run, cwd=other, env={**env, warm.SWITCH: "0"}).stdout
+    assert "started warm" not in cold_out, cold_out
+    warm_outs, cold_outs = _outs(repo), _outs(other)
+    # The run's record (its MLflow run id) differs; everything else is equal.
+    for outs in (warm_outs, cold_outs):
+        outs.pop("artifacts/train/run.json")
+    assert warm_outs == cold_outs
+    assert not list(tmp.iterdir())  # the socket's folder is gone
+    nothing = mlops("run", cwd=repo).stdout  # nothing to do: no server at all
+    assert "started warm" not in nothing and "0 ran" in nothing, nothing
