@@ -196,14 +196,21 @@ class StageServer:
 
     @classmethod
     @contextmanager
-    def open(cls, root: Path, plan: Plan) -> Iterator[StageServer]:
-        """Set up the socket and point DVC's environment at it; stop it all after."""
+    def open(cls, root: Path, plan: Plan, *, eager: bool) -> Iterator[StageServer]:
+        """Set up the socket and point DVC's environment at it; stop it all after.
+
+        ``eager``: every stage will run (no dvc.lock yet, or --force), so start
+        the server now; it imports while DVC starts and the first stage is warm
+        too. Otherwise :meth:`start` waits for the first stage that runs.
+        """
         from stages import warm
 
         server = cls(root, plan.framework.installed)
         try:
             if warm.enabled(server.dvc_env) and any(s.uses for s in plan.stages):
                 server.listen(warm.ENV)
+                if eager:
+                    server.start()
             yield server
         finally:
             server.stop()
@@ -290,7 +297,8 @@ def repro(
     flags = ["--force"] * force + ["--pull"] * pull
     tail: deque[str] = deque(maxlen=40)  # where a stage's last error is
     with (
-        StageServer.open(root, plan) as server,
+        StageServer.open(root, plan, eager=force or not (root / "dvc.lock").exists())
+        as server,
         subprocess.Popen(
             dvc("repro", *flags, DVC_FILE), cwd=root, env=server.dvc_env,
             stdout=subprocess.PIPE,
