@@ -140,13 +140,21 @@ def _wait_for(path: Path, seconds: float = 30) -> int:
     raise AssertionError(f"{path} not written in {seconds}s")
 
 
-def test_killing_the_stage_process_kills_the_stage(
+def _sleeping(
     server: Server, tmp_path: Path
-) -> None:
+) -> tuple[subprocess.Popen[str], psutil.Process]:
+    """A stage process and the server's child running its stage, asleep."""
     started = tmp_path / "started"
     proc = server.stage("sleepy", str(started))
     child = psutil.Process(_wait_for(started))
     assert child.pid != proc.pid
+    return proc, child
+
+
+def test_killing_the_stage_process_kills_the_stage(
+    server: Server, tmp_path: Path
+) -> None:
+    proc, child = _sleeping(server, tmp_path)
     proc.kill()  # kill -9: it cannot tell anyone
     proc.wait(timeout=10)
     child.wait(timeout=10)  # psutil.TimeoutExpired if the stage lived on
@@ -155,9 +163,7 @@ def test_killing_the_stage_process_kills_the_stage(
 def test_a_signal_to_the_stage_process_reaches_the_stage(
     server: Server, tmp_path: Path
 ) -> None:
-    started = tmp_path / "started"
-    proc = server.stage("sleepy", str(started))
-    child = psutil.Process(_wait_for(started))
+    proc, child = _sleeping(server, tmp_path)
     proc.send_signal(signal.SIGTERM)  # as DVC does on Ctrl-C
     proc.wait(timeout=10)
     child.wait(timeout=10)

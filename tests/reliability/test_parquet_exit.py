@@ -11,11 +11,8 @@ at a time as on a busy runner, and every one must exit 0.
 
 from __future__ import annotations
 
-import functools
-import http.server
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.support import ROOT, quiet_env
+from tests.support import ROOT, quiet_env, serve_folder
 
 LOCAL_RUNS = 12  # at a 1-in-3 abort rate, all 12 pass by chance 1 time in 100
 URL_RUNS = 4
@@ -31,19 +28,8 @@ URL_RUNS = 4
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[str]:
-    """tmp_path over HTTP on 127.0.0.1; yields the base URL."""
-    handler = functools.partial(
-        http.server.SimpleHTTPRequestHandler, directory=str(tmp_path)
-    )
-    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_folder(tmp_path) as base:
+        yield base
 
 
 def _read(location: str, cwd: Path) -> subprocess.CompletedProcess[str]:

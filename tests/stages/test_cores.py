@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import functools
-import http.server
 import sqlite3
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +10,7 @@ import pandas as pd
 import pytest
 
 from stages import common, evaluate, ingest, preprocess, train, validate
+from tests.support import serve_folder
 
 # --- common ---------------------------------------------------------------
 
@@ -110,19 +108,8 @@ def test_ingest_sql(tmp_path: Path) -> None:
 
 def test_ingest_url_from_local_server(tmp_path: Path) -> None:
     pd.DataFrame({"x": [1, 2], "y": [3, 4]}).to_csv(tmp_path / "d.csv", index=False)
-    handler = functools.partial(
-        http.server.SimpleHTTPRequestHandler, directory=str(tmp_path)
-    )
-    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/d.csv"
-        got = ingest.load_source({"url": url})
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_folder(tmp_path) as base:
+        got = ingest.load_source({"url": f"{base}/d.csv"})
     assert got.to_dict("list") == {"x": [1, 2], "y": [3, 4]}
 
 
