@@ -189,7 +189,7 @@ class StageServer:
         self.root = root
         self.installed = installed
         self.dvc_env = environment()  # DVC's, and so its stages'
-        self.folder = tempfile.mkdtemp(prefix="mlops-stages-")  # 0700: ours only
+        self.folder: str | None = None
         self.listener: socket.socket | None = None
         self.proc: subprocess.Popen[str] | None = None
         self.served = 0  # stages the server ran, known once it stopped
@@ -216,12 +216,14 @@ class StageServer:
             server.stop()
 
     def listen(self, variable: str) -> None:
-        path = os.path.join(self.folder, "socket")
+        """Bind the socket; without a place for it, every stage runs cold."""
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
+            self.folder = tempfile.mkdtemp(prefix="mlops-stages-")  # 0700: ours only
+            path = os.path.join(self.folder, "socket")
             listener.bind(path)
             listener.listen(16)
-        except OSError:  # e.g. a TMPDIR too long for a socket's path
+        except OSError:  # a read-only TMPDIR, one too long for a socket's path
             listener.close()
             return
         self.listener = listener
@@ -258,7 +260,8 @@ class StageServer:
                 self.proc.kill()
                 out, _ = self.proc.communicate()
             self.served = sum(line.startswith(warm.SERVED) for line in out.splitlines())
-        shutil.rmtree(self.folder, ignore_errors=True)
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def _lines(proc: subprocess.Popen[str]) -> Iterator[str]:

@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -239,3 +240,22 @@ def test_mlops_run_gives_the_same_outputs_warm_or_cold(repo: Path) -> None:
     assert not list(tmp.iterdir())  # the socket's folder is gone
     nothing = mlops("run", cwd=repo).stdout  # nothing to do: no server at all
     assert "started warm" not in nothing and "0 ran" in nothing, nothing
+
+
+def test_without_a_place_for_the_socket_every_stage_runs_cold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read-only or missing TMPDIR costs the speed-up, never the run."""
+    from types import SimpleNamespace
+
+    from runner import engine
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    plan = SimpleNamespace(
+        stages=[SimpleNamespace(uses="train")],
+        framework=SimpleNamespace(installed=False),
+    )
+    with engine.StageServer.open(tmp_path, plan, eager=True) as server:  # type: ignore[arg-type]
+        assert server.listener is None and server.proc is None
+        assert warm.ENV not in server.dvc_env
+    assert server.served == 0
