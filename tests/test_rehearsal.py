@@ -339,6 +339,10 @@ def test_a_better_pull_request_gets_a_passing_report_comment(loop: Loop) -> None
     out = _act(loop, "pr-1", PR_WORKFLOW, "pull_request", _pull_request(loop, 1))
     log = _log(out)
     assert _rc(out) == 0, log[-6000:]
+    # A change to train's parameters computes train and what follows it; the
+    # stages before it come from the remote (issue 13: count them).
+    assert _ran(log) == ["train", "evaluate", "register"], log[-6000:]
+    assert "3 ran, 3 unchanged" in log, log[-6000:]
     for name in ("Check the generated files are current", "Run the pipeline",
                  "Push outputs", "Write the report", "Comment the "
                  "report", "Check the gates"):  # fmt: skip
