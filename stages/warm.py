@@ -33,7 +33,8 @@ import socket
 import sys
 import warnings
 
-ENV = "MLOPS_STAGE_SERVER"  # the socket's path, set by `mlops run` for DVC
+from stages import SERVER_ENV as ENV  # the socket's path
+
 SWITCH = "MLOPS_WARM_STAGES"  # "0" turns the server off
 SERVED = "served"  # what the server prints, one line per stage it forked
 # Imported by the server before any stage asks, cheapest and most shared first.

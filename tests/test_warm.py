@@ -32,7 +32,8 @@ STAGE_MODULES = {
     # Prints who runs it and what it was given, then exits with argv's code.
     "probe": """
 import os, sys
-print("pid", os.getpid(), "argv", *sys.argv[1:], "env", os.environ.get("PROBE"))
+print("pid", os.getpid(), "argv", *sys.argv[1:], "env", os.environ.get("PROBE"),
+      "parent", os.getppid())
 print("to stderr", file=sys.stderr)
 raise SystemExit(int(sys.argv[1]))
 """,
@@ -108,10 +109,11 @@ def test_a_stage_run_by_the_server_looks_like_its_own_process(server: Server) ->
     proc = server.stage("probe", "3", "more")
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 3  # its exit code
-    assert out.split()[2:] == ["argv", "3", "more", "env", "given"], out
+    words = out.split()
+    assert words[2:7] == ["argv", "3", "more", "env", "given"], out
     assert err == "to stderr\n"  # its streams are the asker's
-    assert _pid_of(out) != proc.pid  # and a forked child ran it
-    assert _pid_of(out) not in {p.pid for p in psutil.Process().children(True)}
+    assert _pid_of(out) != proc.pid  # and the server's forked child ran it
+    assert words[7:] == ["parent", str(server.proc.pid)], out
 
     broken = server.stage("broken")
     _, err = broken.communicate(timeout=30)
