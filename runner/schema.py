@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator
 from functools import cache
 from typing import Any
@@ -23,28 +22,11 @@ def schema() -> dict[str, Any]:
         return json.load(f)  # type: ignore[no-any-return]
 
 
-# Libraries jsonschema imports, when installed, only to check `format`
-# keywords, which the spec does not use. mlflow's dependencies bring them:
-# rfc3987_syntax compiles a grammar for 1.5 s, isoduration imports arrow, and
-# with the others they were a quarter of `mlops validate` (issue 13).
-FORMAT_LIBRARIES = (
-    "rfc3987_syntax", "rfc3987", "rfc3986_validator", "rfc3339_validator",
-    "isoduration", "fqdn", "idna", "webcolors", "jsonpointer", "uri_template",
-)  # fmt: skip
-
-
 def _validator() -> Any:
-    if "jsonschema" not in sys.modules:
-        # Hidden while jsonschema imports (it skips a check whose library
-        # is missing), then visible again: requests, for one, needs idna.
-        hidden = [m for m in FORMAT_LIBRARIES if m not in sys.modules]
-        sys.modules.update(dict.fromkeys(hidden))  # type: ignore[arg-type]
-        try:
-            import jsonschema  # noqa: F401
-        finally:
-            for name in hidden:
-                if sys.modules.get(name, False) is None:
-                    del sys.modules[name]
+    # jsonschema without its format checkers' libraries (1.5 s of imports).
+    from runner import jsonschema_import
+
+    jsonschema_import.load()
     from jsonschema import Draft202012Validator
 
     return Draft202012Validator(schema())

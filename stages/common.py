@@ -494,8 +494,18 @@ def check_result(
     }
 
 
+def load_deepchecks() -> None:
+    """Call before deepchecks' first import: it imports jsonschema (through
+    nbformat), and :mod:`runner.jsonschema_import` leaves out the format
+    checkers' libraries, 1.5 to 2 s of imports deepchecks never uses."""
+    from runner import jsonschema_import
+
+    jsonschema_import.load()
+
+
 def deepchecks_dataset(df: pd.DataFrame, target: str) -> Any:
     """A deepchecks Dataset: non-numeric (and boolean) features are categorical."""
+    load_deepchecks()
     from deepchecks.tabular import Dataset
 
     label = target if target in df.columns else None

@@ -307,6 +307,7 @@ def model_evaluation(
 
     Its findings are informational (severity warning): the gates decide.
     """
+    common.load_deepchecks()
     from deepchecks.tabular.suites import model_evaluation as suite
 
     test_ds = common.deepchecks_dataset(test, target)

@@ -214,6 +214,7 @@ def run_suites(
                 )
             )
             continue
+        common.load_deepchecks()
         from deepchecks.tabular import suites as dc_suites
 
         if suite == "data_integrity":

@@ -60,6 +60,7 @@ PRELOAD = (
     "mlflow.models",
     "skops.io",
     "matplotlib.pyplot",
+    "runner.jsonschema_import",  # before deepchecks: see that module
     "deepchecks.tabular",
     "deepchecks.tabular.suites",
 )

@@ -9,9 +9,12 @@ import sys
 import pytest
 
 from runner import cli
+from runner.jsonschema_import import FORMAT_LIBRARIES
 from tests.support import ROOT
 
-HEAVY = ("mlflow", "deepchecks", "sklearn", "dvc", "pandas")
+# What the fast commands must not import: the heavy libraries, and the ones
+# jsonschema would import for format checks (runner/jsonschema_import.py).
+HEAVY = ("mlflow", "deepchecks", "sklearn", "dvc", "pandas", *FORMAT_LIBRARIES)
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["validate"], ["compile", "--check"]])
@@ -34,6 +37,26 @@ def test_fast_commands_do_not_import_heavy_libraries(argv: list[str]) -> None:
     )
     loaded = set(json.loads(proc.stdout.splitlines()[-1]))
     assert not loaded.intersection(HEAVY), loaded.intersection(HEAVY)
+
+
+def test_deepchecks_is_imported_without_jsonschemas_format_libraries() -> None:
+    # As a stage imports it (stages.common.load_deepchecks first); afterwards
+    # those libraries still import for whoever needs them (requests: idna).
+    probe = (
+        "import json, sys\n"
+        "from stages import common\n"
+        "common.load_deepchecks()\n"
+        "import deepchecks.tabular.suites\n"
+        f"format_libraries = {list(FORMAT_LIBRARIES)!r}\n"
+        "loaded = [m for m in format_libraries if m in sys.modules]\n"
+        "import idna, jsonpointer\n"
+        "print(json.dumps(loaded))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", probe],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert json.loads(proc.stdout.splitlines()[-1]) == []
 
 
 def test_committed_generated_files_are_fresh(

@@ -39,6 +39,7 @@ def sample(
 
 
 def _dataset(frame: pd.DataFrame, categorical: list[str]) -> Any:
+    common.load_deepchecks()
     from deepchecks.tabular import Dataset
 
     return Dataset(frame, cat_features=categorical, label=None)
@@ -57,6 +58,7 @@ def write(
     write the page; return a one-line note on what it covers."""
     # A batch job's log wants no progress bars, nor deepchecks' notices.
     os.environ.setdefault("TQDM_DISABLE", "1")
+    common.load_deepchecks()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import deepchecks
