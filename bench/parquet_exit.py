@@ -25,6 +25,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves the file without a log line per request (the table is the output)."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
 # name -> code run by `python -c`, with {path} and {url} filled in.
 WAYS = {
     "pandas-path": "import pandas as pd; pd.read_parquet({path!r})",
@@ -69,7 +78,7 @@ def main() -> int:
         pd.DataFrame({"x": range(500), "y": [i % 2 for i in range(500)]}).to_parquet(
             path
         )
-        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=tmp)
+        handler = functools.partial(_QuietHandler, directory=tmp)
         handler.log_message = lambda *a: None  # type: ignore[method-assign]
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         threading.Thread(target=server.serve_forever, daemon=True).start()
