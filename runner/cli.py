@@ -203,20 +203,16 @@ def cmd_gates(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from runner import gitops, release
+    from runner import gitops
 
-    spec = _load(args)
-    code = release.run_module(_root(args), "promote", [])
-    return code or gitops.sync(_root(args), spec, say)
+    return gitops.after(_root(args), _load(args), say, "promote", [])
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from runner import gitops, release
+    from runner import gitops
 
-    spec = _load(args)
     argv = ["--to", args.to] if args.to else []
-    code = release.run_module(_root(args), "rollback", argv)
-    return code or gitops.sync(_root(args), spec, say)
+    return gitops.after(_root(args), _load(args), say, "rollback", argv)
 
 
 def cmd_release(args: argparse.Namespace) -> int:

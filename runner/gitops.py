@@ -9,7 +9,9 @@ from it (runner.deploy_state); on main the deploy job commits the change
 --check`) fails when the two disagree, e.g. after an alias was moved by hand.
 
 Which version holds the alias comes from `python -m stages.production`, so the
-runner itself never imports MLflow.
+runner itself never imports MLflow; after a promotion or a rollback
+(:func:`after`), from the same line written by the module that moved the alias,
+which saves a second process and its MLflow imports.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 from runner import deploy_state
 from runner.errors import RunError
@@ -44,15 +48,18 @@ def production(root: Path) -> deploy_state.Release | None:
             "could not read the production alias from the registry: "
             + (detail[-1] if detail else f"exit {proc.returncode}")
         )
-    lines = proc.stdout.strip().splitlines()
+    return _parse(proc.stdout, "`python -m stages.production` printed")
+
+
+def _parse(text: str, source: str) -> deploy_state.Release | None:
+    lines = text.strip().splitlines()
     try:
         found = json.loads(lines[-1])
     except (IndexError, json.JSONDecodeError) as e:
         # Exit 0 without the JSON line is a fault too, never "no production model".
         raise RunError(
             "could not read the production alias from the registry: "
-            f"`python -m stages.production` printed {proc.stdout.strip()[-200:]!r}, "
-            "not one JSON line"
+            f"{source} {text.strip()[-200:]!r}, not one JSON line"
         ) from e
     if found is None:
         return None
@@ -66,9 +73,37 @@ def _describe(release: deploy_state.Release | None) -> str:
     return f"{release.model} version {release.version}" if release else "no model"
 
 
-def sync(root: Path, spec: Spec, say: Say, *, commit: bool = False) -> int:
-    """Write deploy/<environment>/ for the production version; commit if asked."""
-    wanted = production(root)
+def after(root: Path, spec: Spec, say: Say, module: str, argv: list[str]) -> int:
+    """Run ``python -m stages.<module>`` (promote or rollback), then :func:`sync`
+    to what holds the production alias once it is done, as the module itself
+    wrote it (to the file its ``runner.release.RELEASE_FLAG`` names)."""
+    from runner import release
+
+    with tempfile.TemporaryDirectory(prefix="mlops-release-") as tmp:
+        line = Path(tmp) / "production.json"
+        flag = release.RELEASE_FLAG
+        code = release.run_module(root, module, [*argv, flag, str(line)])
+        if code != 0:
+            return code
+        text = line.read_text(encoding="utf-8") if line.exists() else ""
+    source = f"`python -m stages.{module}` exited 0 and wrote"
+    return sync(root, spec, say, wanted=_parse(text, source))
+
+
+_ASK = object()  # sync's default: ask the registry (stages.production)
+
+
+def sync(
+    root: Path, spec: Spec, say: Say, *, commit: bool = False,
+    wanted: deploy_state.Release | object | None = _ASK,
+) -> int:  # fmt: skip
+    """Write deploy/<environment>/ for the production version; commit if asked.
+
+    ``wanted`` is that version when the caller already read it (:func:`after`).
+    """
+    if wanted is _ASK:
+        wanted = production(root)
+    wanted = cast("deploy_state.Release | None", wanted)
     environment = spec.deploy["environment"]
     if wanted is None:
         say(f"no version holds the production alias yet: deploy/{environment}/ left")

@@ -20,6 +20,9 @@ from typing import Any
 from runner.errors import RunError
 
 PORT_ENV = "MLOPS_DEPLOY_PORT"
+# The flag of stages.promote and stages.rollback naming the file where they
+# write, once done, what holds the production alias (runner.gitops.after).
+RELEASE_FLAG = "--release-file"
 # How long a module gets to clean up (stop its server) after Ctrl-C.
 GRACE_SECONDS = 30
 

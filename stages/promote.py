@@ -16,6 +16,7 @@ Run as ``python -m stages.promote`` from the repository root (``mlops promote``)
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import subprocess
@@ -397,16 +398,20 @@ def promote(params: Mapping[str, Any], client: Any) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Promote the candidate; exit 1 when there is none or the gates refuse it."""
-    if sys.argv[1:] if argv is None else argv:
-        common.warn(KIND, "usage: python -m stages.promote (it takes no arguments)")
-        return 2
+    from stages import production
+
+    ap = argparse.ArgumentParser(prog="python -m stages.promote")
+    production.add_flag(ap)
+    args = ap.parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         import mlflow
 
         params = common.load_params()
         mlflow.set_tracking_uri(common.tracking_uri(params))
-        return lookups.guarded(promote)(params, mlflow.MlflowClient())
+        client = mlflow.MlflowClient()
+        code = lookups.guarded(promote)(params, client)
+        return production.done(code, args.release_file, client, params)
     except common.StageError as e:
         common.warn(KIND, str(e))
         return 1

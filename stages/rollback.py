@@ -95,8 +95,11 @@ def rollback(params: Mapping[str, Any], client: Any, to: str | None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Roll production back; exit 1 when there is nothing to roll back to."""
+    from stages import production
+
     ap = argparse.ArgumentParser(prog="python -m stages.rollback")
     ap.add_argument("--to", metavar="VERSION", help="the version to serve again")
+    production.add_flag(ap)
     args = ap.parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
@@ -104,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
 
         params = common.load_params()
         mlflow.set_tracking_uri(common.tracking_uri(params))
-        return lookups.guarded(rollback)(params, mlflow.MlflowClient(), args.to)
+        client = mlflow.MlflowClient()
+        code = lookups.guarded(rollback)(params, client, args.to)
+        return production.done(code, args.release_file, client, params)
     except common.StageError as e:
         common.warn(KIND, str(e))
         return 1

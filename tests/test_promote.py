@@ -355,6 +355,35 @@ def test_a_version_from_another_registry_is_an_error(tmp_path: Path) -> None:
 # Pure helpers: no MLflow, no processes.
 
 
+def test_deploy_is_written_from_the_line_the_module_wrote_and_none_is_a_fault(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from runner import gitops
+    from runner.errors import RunError
+
+    calls: list[list[str]] = []
+    lines = ['{"model": "m", "version": "3", "run_id": "r"}\n', None]
+
+    def module(root: Path, name: str, argv: list[str]) -> int:
+        calls.append([name, *argv])
+        line = lines.pop(0)
+        if line is not None:
+            Path(argv[-1]).write_text(line)
+        return 0
+
+    synced: list[object] = []
+    monkeypatch.setattr(release, "run_module", module)
+    monkeypatch.setattr(gitops, "sync", lambda *a, wanted, **k: synced.append(wanted))
+    monkeypatch.setattr(gitops, "production", lambda root: pytest.fail("asked again"))
+    gitops.after(tmp_path, None, print, "rollback", ["--to", "3"])  # type: ignore[arg-type]
+    assert calls[0][:4] == ["rollback", "--to", "3", release.RELEASE_FLAG]
+    assert synced == [gitops.deploy_state.Release(model="m", version="3", run_id="r")]
+    # Exit 0 and no line: a fault, never "no version holds the alias".
+    with pytest.raises(RunError, match="exited 0 and wrote '', not one JSON line"):
+        gitops.after(tmp_path, None, print, "promote", [])  # type: ignore[arg-type]
+    assert synced == [synced[0]]
+
+
 def test_parse_when_reads_a_date_as_the_end_of_that_day() -> None:
     assert audit.parse_when("2025-01-31") == datetime(
         2025, 1, 31, 23, 59, 59, 999999, tzinfo=UTC
