@@ -37,7 +37,8 @@ from stages import SERVER_ENV as ENV  # the socket's path
 
 SWITCH = "MLOPS_WARM_STAGES"  # "0" turns the server off
 SERVED = "served"  # what the server prints, one line per stage it forked
-# Imported by the server before any stage asks, cheapest and most shared first.
+# Imported by the server before any stage asks, in the order the stages of a
+# pipeline first need them.
 # One import at a time, so that a stage that asks early is forked with what is
 # loaded so far, and waits for no more than the import under way. The stages'
 # own modules are not among them: each child imports the files as they are.
@@ -55,14 +56,16 @@ PRELOAD = (
     "sklearn.metrics",
     "sklearn.ensemble",
     "sklearn.linear_model",
+    # validate, the second stage, needs deepchecks; MLflow is first needed by
+    # train, the fourth.
+    "runner.jsonschema_import",  # before deepchecks: see that module
+    "deepchecks.tabular",
+    "deepchecks.tabular.suites",
     "mlflow",
     "mlflow.sklearn",
     "mlflow.models",
     "skops.io",
     "matplotlib.pyplot",
-    "runner.jsonschema_import",  # before deepchecks: see that module
-    "deepchecks.tabular",
-    "deepchecks.tabular.suites",
 )
 # How an interpreter starts, fixed when the server started: a stage whose
 # environment differs in one of these runs in its own process.
