@@ -70,3 +70,22 @@ def test_processes_reading_parquet_exit_cleanly(
         "pyarrow's reader threads at interpreter exit (apache/arrow#34314)",
         f"{len(done)} of {len(done)} processes reading Parquet by path and URL exit 0",
     )
+
+
+def test_a_url_of_another_scheme_is_read_through_fsspec() -> None:
+    # s3://, gs:// and the like in practice; fsspec's in-memory store here, the
+    # same code path (stages.common._url_bytes), with no network.
+    import fsspec
+
+    from stages import common
+
+    frame = pd.DataFrame({"x": [1.5, 2.5, None], "y": ["a", "b", "c"]})
+    url = "memory://mlops-tests/parquet-exit/data.parquet"
+    with fsspec.open(url, "wb") as handle:
+        frame.to_parquet(handle)
+    try:
+        pd.testing.assert_frame_equal(common.read_parquet(url), frame)
+        with pytest.raises(FileNotFoundError):
+            common.read_parquet("memory://mlops-tests/parquet-exit/missing.parquet")
+    finally:
+        fsspec.filesystem("memory").rm("/mlops-tests", recursive=True)
