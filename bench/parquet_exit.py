@@ -79,7 +79,6 @@ def main() -> int:
             path
         )
         handler = functools.partial(_QuietHandler, directory=tmp)
-        handler.log_message = lambda *a: None  # type: ignore[method-assign]
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         url = f"http://127.0.0.1:{server.server_address[1]}/data.parquet"

@@ -22,7 +22,6 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import cast
 
 from runner import deploy_state
 from runner.errors import RunError
@@ -87,23 +86,19 @@ def after(root: Path, spec: Spec, say: Say, module: str, argv: list[str]) -> int
             return code
         text = line.read_text(encoding="utf-8") if line.exists() else ""
     source = f"`python -m stages.{module}` exited 0 and wrote"
-    return sync(root, spec, say, wanted=_parse(text, source))
+    return write(root, spec, say, _parse(text, source))
 
 
-_ASK = object()  # sync's default: ask the registry (stages.production)
+def sync(root: Path, spec: Spec, say: Say, *, commit: bool = False) -> int:
+    """Write deploy/<environment>/ for the production version; commit if asked."""
+    return write(root, spec, say, production(root), commit=commit)
 
 
-def sync(
-    root: Path, spec: Spec, say: Say, *, commit: bool = False,
-    wanted: deploy_state.Release | object | None = _ASK,
+def write(
+    root: Path, spec: Spec, say: Say, wanted: deploy_state.Release | None,
+    *, commit: bool = False,
 ) -> int:  # fmt: skip
-    """Write deploy/<environment>/ for the production version; commit if asked.
-
-    ``wanted`` is that version when the caller already read it (:func:`after`).
-    """
-    if wanted is _ASK:
-        wanted = production(root)
-    wanted = cast("deploy_state.Release | None", wanted)
+    """Write deploy/<environment>/ for ``wanted``, as the registry named it."""
     environment = spec.deploy["environment"]
     if wanted is None:
         say(f"no version holds the production alias yet: deploy/{environment}/ left")

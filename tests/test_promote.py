@@ -373,7 +373,9 @@ def test_deploy_is_written_from_the_line_the_module_wrote_and_none_is_a_fault(
 
     synced: list[object] = []
     monkeypatch.setattr(release, "run_module", module)
-    monkeypatch.setattr(gitops, "sync", lambda *a, wanted, **k: synced.append(wanted))
+    monkeypatch.setattr(
+        gitops, "write", lambda root, spec, say, wanted: synced.append(wanted)
+    )
     monkeypatch.setattr(gitops, "production", lambda root: pytest.fail("asked again"))
     gitops.after(tmp_path, None, print, "rollback", ["--to", "3"])  # type: ignore[arg-type]
     assert calls[0][:4] == ["rollback", "--to", "3", release.RELEASE_FLAG]
