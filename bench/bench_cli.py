@@ -26,12 +26,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from runner.dvcstart import QUIET_ENV
+
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {
     **os.environ,
-    "DVC_NO_ANALYTICS": "1",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "DISABLE_DEEPCHECKS_ANONYMOUS_TELEMETRY": "1",
+    **QUIET_ENV,
     "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"],
 }
 MLOPS = [sys.executable, "-m", "runner.cli"]

@@ -18,6 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from runner.dvcstart import QUIET_ENV
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "images" / "report.png"
 WIDTH = 960  # CSS pixels of the page; the PNG is this wide
@@ -40,11 +42,8 @@ CSS = (
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("MLFLOW_TRACKING_URI", None)  # the example's own SQLite store
+    env.update(QUIET_ENV)
     env.update(
-        DVC_NO_ANALYTICS="1",
-        MLFLOW_DISABLE_TELEMETRY="true",
-        DISABLE_DEEPCHECKS_ANONYMOUS_TELEMETRY="1",
-        DO_NOT_TRACK="1",
         GIT_AUTHOR_NAME="docs",
         GIT_AUTHOR_EMAIL="docs@example.com",
         GIT_COMMITTER_NAME="docs",

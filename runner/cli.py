@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from runner import DEFAULT_SPEC
 from runner.errors import RunError, SpecError
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     except init.InitError as exc:
         print(f"mlops init: {exc}", file=sys.stderr)  # noqa: T201
         return EXIT_SPEC
-    args.file = init.DEFAULT_SPEC
+    args.file = DEFAULT_SPEC
     _compiled_repo(args)  # the compile and set-up that `mlops run` does
     say(init.next_steps(data))
     return 0
@@ -129,15 +130,21 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from runner import engine, remotecheck, runlock
+    from runner.dvcstart import EarlyDvc
 
-    spec = _load(args)  # bad input: exit 2 before the lock writes anything
-    with runlock.held(_root(args)):  # compile and repro: one run at a time
-        plan, root = _compiled_repo(args, spec)
-        if args.pull:
-            remotecheck.check(root)  # a remote that is down is not an empty one
-        outcome = engine.repro(root, plan, say, force=args.force, pull=args.pull)
-        engine.record(root, outcome)
+    # DVC imports itself while the spec is read (runner/dvcstart.py).
+    with EarlyDvc.start(_root(args)) as early:
+        from runner import engine, remotecheck, runlock
+
+        spec = _load(args)  # bad input: exit 2 before the lock writes anything
+        with runlock.held(_root(args)):  # compile and repro: one run at a time
+            plan, root = _compiled_repo(args, spec)
+            if args.pull:
+                remotecheck.check(root)  # a remote that is down is not an empty one
+            outcome = engine.repro(
+                root, plan, say, force=args.force, pull=args.pull, early=early
+            )
+            engine.record(root, outcome)
     say(
         f"mlops run: {len(plan.stages)} stages, {len(outcome.ran)} ran, "
         f"{len(outcome.unchanged)} unchanged, {len(outcome.restored)} restored "
@@ -380,7 +387,10 @@ def parser() -> argparse.ArgumentParser:
     for name, help_text, func in commands:
         c = sub.add_parser(name, help=help_text, description=help_text)
         c.add_argument(
-            "-f", "--file", default="mlops.yaml", help="the spec (default: mlops.yaml)"
+            "-f",
+            "--file",
+            default=DEFAULT_SPEC,
+            help=f"the spec (default: {DEFAULT_SPEC})",
         )
         c.set_defaults(func=func)
         if name == "compile":

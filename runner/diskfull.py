@@ -12,8 +12,10 @@ import errno
 import os
 import re
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from runner.plan import Plan
+if TYPE_CHECKING:
+    from runner.plan import Plan
 
 _CODES = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 # Python prints "[Errno 28] No space left on device: 'path'"; C tools print

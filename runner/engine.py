@@ -1,7 +1,9 @@
 """Drive DVC, the local engine: set up the repository, show status, reproduce.
 
 DVC runs in a subprocess of this same interpreter (`python -m dvc`), so the
-stages it starts find the same virtualenv and the CLI never imports DVC.
+stages it starts find the same virtualenv and the CLI never imports DVC. The
+`dvc repro` of `mlops run` is started before the spec is read
+(runner/dvcstart.py), so DVC's imports overlap the CLI's.
 """
 
 from __future__ import annotations
@@ -21,34 +23,22 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
-from runner import diskfull
+from runner.dvcstart import EarlyDvc, environment
 from runner.errors import RunError
-from runner.plan import Plan
-from runner.targets.dvc import DVC_FILE
 
-# Libraries that phone home unless told not to; a pipeline run never should.
-QUIET_ENV = {
-    "DVC_NO_ANALYTICS": "1",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "DISABLE_DEEPCHECKS_ANONYMOUS_TELEMETRY": "1",
-    "DO_NOT_TRACK": "1",
-}
+# Imported where used: `mlops run` imports this module to start DVC early
+# (EarlyDvc), before anything that reads a spec is loaded.
+if TYPE_CHECKING:
+    from runner.plan import Plan
+
 _RUNNING = re.compile(r"^Running stage '([^']+)'")
 _SKIPPED = re.compile(r"^Stage '([^']+)' didn't change, skipping")
 _RESTORED = re.compile(r"^Stage '([^']+)' is cached - skipping run")
 # `dvc repro --pull` on an unchanged stage whose outputs this checkout lacks;
 # when the remote lacks them too, DVC says so and runs the stage.
 _PULLING = re.compile(r"^Pulling data for stage: '([^']+)'")
-
-
-def environment() -> dict[str, str]:
-    """The environment for DVC and the stages: this interpreter's bin first."""
-    env = dict(os.environ)
-    env.update(QUIET_ENV)
-    bindir = str(Path(sys.executable).parent)
-    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
-    return env
 
 
 def _run(args: list[str], root: Path, what: str) -> str:
@@ -147,6 +137,8 @@ def status(root: Path) -> Status:
     Scoped to that file: without a target DVC collects every dvc.yaml in the
     repository (test fixtures, vendored examples), whose stages share our names.
     """
+    from runner.targets.dvc import DVC_FILE
+
     text = _run(dvc("status", "--json", DVC_FILE), root, "dvc status")
     raw = json.loads(text or "{}")
     reasons = {}
@@ -269,6 +261,31 @@ def _lines(proc: subprocess.Popen[str]) -> Iterator[str]:
         yield from proc.stdout
 
 
+def _dvc_process(
+    root: Path, args: list[str], env: dict[str, str], early: EarlyDvc | None
+) -> subprocess.Popen[str]:
+    """``dvc <args>``: in the early process if there is one, else a new one."""
+    if early is not None:
+        return early.go(args, env)
+    return subprocess.Popen(
+        dvc(*args), cwd=root, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, bufsize=1,
+    )  # fmt: skip
+
+
+def _failed(stage: str, code: int, tail: deque[str], plan: Plan) -> NoReturn:
+    from runner import diskfull
+
+    why = diskfull.explain(tail, plan, stage)
+    raise RunError(f"stage {stage!r} failed (dvc repro exited with {code}){why}")
+
+
+def _repro_args(*, force: bool, pull: bool) -> list[str]:
+    from runner.targets.dvc import DVC_FILE
+
+    return ["repro", *["--force"] * force, *["--pull"] * pull, DVC_FILE]
+
+
 def repro(
     root: Path,
     plan: Plan,
@@ -276,12 +293,14 @@ def repro(
     *,
     force: bool = False,
     pull: bool = False,
+    early: EarlyDvc | None = None,
 ) -> Outcome:
     """Run `dvc repro`, passing its output through with progress markers.
 
     With ``pull``, DVC first fetches the remote's run-cache, restores every
     stage it finds there instead of running it, and pulls the outputs of
     unchanged stages that this checkout lacks (what CI and Argo tasks do).
+    ``early``: the DVC process to run it in (:class:`EarlyDvc`), else a new one.
     """
     total = len(plan.stages)
     outcome = Outcome()
@@ -297,16 +316,12 @@ def repro(
 
     # Not --allow-missing: with it DVC skips an unchanged stage whose outputs
     # are absent instead of pulling them, and downstream stages lack inputs.
-    flags = ["--force"] * force + ["--pull"] * pull
+    args = _repro_args(force=force, pull=pull)
     tail: deque[str] = deque(maxlen=40)  # where a stage's last error is
     with (
         StageServer.open(root, plan, eager=force or not (root / "dvc.lock").exists())
         as server,
-        subprocess.Popen(
-            dvc("repro", *flags, DVC_FILE), cwd=root, env=server.dvc_env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True, bufsize=1,
-        ) as proc,
+        _dvc_process(root, args, server.dvc_env, early) as proc,
     ):  # fmt: skip
         for line in _lines(proc):
             text = line.rstrip("\n")
@@ -342,9 +357,7 @@ def repro(
     outcome.warm = server.served
     outcome.seconds = time.monotonic() - started
     if code != 0:
-        failed = current[0] if current else "dvc repro"
-        why = diskfull.explain(tail, plan, failed)
-        raise RunError(f"stage {failed!r} failed (dvc repro exited with {code}){why}")
+        _failed(current[0] if current else "dvc repro", code, tail, plan)
     finish()
     return outcome
 

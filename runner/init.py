@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runner.spec import DEFAULT_SPEC
+from runner import DEFAULT_SPEC
 
 if TYPE_CHECKING:
     import pandas as pd

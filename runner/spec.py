@@ -7,12 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any
 
-from runner import checks, gcpause, yamlsource
+from runner import DEFAULT_SPEC, checks, gcpause, yamlsource
 from runner.errors import Problem, SpecError
 from runner.schema import problems as schema_problems
 from runner.schema import schema
-
-DEFAULT_SPEC = "mlops.yaml"
 
 
 def schema_default(definition: str, *keys: str) -> Any:

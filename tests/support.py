@@ -17,15 +17,14 @@ from typing import Any, NoReturn
 
 import pytest
 
+from runner.dvcstart import QUIET_ENV
+
 ROOT = Path(__file__).resolve().parent.parent
 # Copies of other projects' interfaces (see its README): a clone needs nothing else.
 REFERENCE = ROOT / "tests" / "reference"
 # No telemetry, no system git config, a fixed identity for commits.
 TEST_ENV = {
-    "DVC_NO_ANALYTICS": "1",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "DISABLE_DEEPCHECKS_ANONYMOUS_TELEMETRY": "1",
-    "DO_NOT_TRACK": "1",
+    **QUIET_ENV,
     "GIT_AUTHOR_NAME": "test",
     "GIT_AUTHOR_EMAIL": "test@example.com",
     "GIT_COMMITTER_NAME": "test",

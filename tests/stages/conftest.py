@@ -12,12 +12,7 @@ import yaml
 
 from runner import plan as planner
 from runner import spec as specs
-
-QUIET_ENV = {
-    "DVC_NO_ANALYTICS": "1",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "DISABLE_DEEPCHECKS_ANONYMOUS_TELEMETRY": "1",
-}
+from runner.dvcstart import QUIET_ENV
 
 
 def build_params(

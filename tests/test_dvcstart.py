@@ -1,0 +1,86 @@
+"""The DVC process `mlops run` starts before it reads the spec (runner/dvcstart.py).
+
+Real DVC throughout: the process is started in a repository, told to go (or
+not), and what it runs, prints and exits with is checked, as is that a run
+which stops before DVC is needed leaves no process and no file behind.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from runner.dvcstart import EarlyDvc, environment
+from tests.support import dvc, mlops
+
+STAGE = """\
+stages:
+  echo:
+    cmd: python -c "import os, pathlib; pathlib.Path('seen.txt').write_text(os.environ['DVCSTART_SEEN'])"
+    outs: [seen.txt]
+"""
+
+
+def _dvc_repo(repo: Path) -> Path:
+    dvc("init", "-q", cwd=repo)
+    (repo / "dvc.yaml").write_text(STAGE)
+    return repo
+
+
+def _processes_in(folder: Path) -> list[int]:
+    """Processes whose working directory is ``folder`` (Linux's /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if Path(os.readlink(entry / "cwd")) == folder:
+                found.append(int(entry.name))
+        except OSError:  # gone, or not ours to read
+            continue
+    return found
+
+
+def test_it_runs_the_command_with_the_environment_it_is_sent(repo: Path) -> None:
+    _dvc_repo(repo)
+    env = {**environment(), "DVCSTART_SEEN": "sent with go"}
+    with EarlyDvc.start(repo) as early:
+        assert early is not None
+        # Started before the variable existed: the stage sees the message's.
+        proc = early.go(["repro", "dvc.yaml"], env)
+        out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    assert (repo / "seen.txt").read_text() == "sent with go"
+    assert "Running stage 'echo'" in out  # its output reaches the pipe, flushed
+    assert (repo / "dvc.lock").exists()
+
+
+def test_dvcs_exit_code_passes_through(repo: Path) -> None:
+    _dvc_repo(repo)
+    with EarlyDvc.start(repo) as early:
+        assert early is not None
+        proc = early.go(["repro", "no-such.yaml"], environment())
+        out, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert "no-such.yaml" in out
+
+
+def test_one_never_told_to_go_touches_nothing_and_is_gone(repo: Path) -> None:
+    with EarlyDvc.start(repo) as early:
+        assert early is not None
+        pid = early.proc.pid
+    assert early.proc.returncode is not None  # reaped, not left running
+    assert pid not in _processes_in(repo)
+    assert sorted(p.name for p in repo.iterdir()) == [".git", "stages"]
+
+
+def test_a_bad_spec_stops_the_run_before_dvc_and_leaves_no_process(
+    repo: Path,
+) -> None:
+    (repo / "mlops.yaml").write_text("version: 1\nproject: {name: x}\n")
+    proc = mlops("run", cwd=repo, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "mlops.yaml" in proc.stderr
+    assert _processes_in(repo) == []
+    assert not (repo / ".dvc").exists()
+    assert not (repo / "dvc.yaml").exists()
