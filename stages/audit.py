@@ -27,7 +27,7 @@ from datetime import UTC, datetime, time
 from pathlib import Path
 from typing import Any
 
-from stages import common, lookups
+from stages import common, lookups, run_then_leave
 
 KIND = "history"
 TAG_PREFIX = "mlops.audit."
@@ -305,4 +305,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_then_leave(main)

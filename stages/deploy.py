@@ -31,7 +31,7 @@ from typing import IO, Any
 
 import pandas as pd
 
-from stages import common, modelfile, promote
+from stages import common, modelfile, promote, run_then_leave
 from stages.modelfile import Checked
 
 KIND = "deploy"
@@ -253,4 +253,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_then_leave(main)

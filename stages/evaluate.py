@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from stages import common, lookups, modelfile
+from stages import common, lookups, modelfile, run_then_leave
 
 KIND = "evaluate"
 NO_PRODUCTION = "no production model yet"
@@ -388,4 +388,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_then_leave(main)

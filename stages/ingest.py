@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 
 import pandas as pd
 
-from stages import common
+from stages import common, run_then_leave
 
 KIND = "ingest"
 FORMATS = ("csv", "parquet", "json")
@@ -192,4 +192,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_then_leave(main)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from stages import common
+from stages import common, run_then_leave
 
 KIND = "preprocess"
 SPLIT_METHODS = ("random", "stratified", "time")
@@ -218,4 +218,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_then_leave(main)

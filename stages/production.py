@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from stages import common, lookups, promote
+from stages import common, lookups, promote, run_then_leave
 from stages.register import TAG_RUN_ID
 
 KIND = "release"
@@ -87,4 +87,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_then_leave(main)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stages import audit, common, evaluate, lookups, register
+from stages import audit, common, evaluate, lookups, register, run_then_leave
 from stages.lookups import by_alias
 from stages.register import TAG_GATES, TAG_RUN_ID
 
@@ -418,4 +418,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_then_leave(main)

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from stages import common, lookups, modelfile, onnx_export
+from stages import common, lookups, modelfile, onnx_export, run_then_leave
 
 KIND = "register"
 TAG_RUN_ID = "mlops.run_id"
@@ -235,4 +235,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_then_leave(main)

@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from stages import common
+from stages import common, run_then_leave
 from stages.monitor import cli as monitor_cli
 from stages.monitor import current as cur_mod
 
@@ -109,4 +109,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_then_leave(main)

@@ -18,7 +18,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from stages import audit, common, lookups, promote
+from stages import audit, common, lookups, promote, run_then_leave
 from stages.register import TAG_RUN_ID
 
 KIND = "rollback"
@@ -116,4 +116,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_then_leave(main)

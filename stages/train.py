@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from stages import common, modelfile
+from stages import common, modelfile, run_then_leave
 
 KIND = "train"
 MODEL_ARTIFACT = "model"
@@ -161,4 +161,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_then_leave(main)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from stages import common
+from stages import common, run_then_leave
 
 KIND = "tune"
 METHODS = ("grid", "random", "halving")
@@ -169,4 +169,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_then_leave(main)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from stages import common
+from stages import common, run_then_leave
 
 KIND = "validate"
 SEVERITIES = ("error", "warning")
@@ -294,4 +294,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_then_leave(main)

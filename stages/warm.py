@@ -203,9 +203,9 @@ _FRESH_WARNINGS = list(warnings.filters)
 
 def _run_child(request: dict, fds: list[int]) -> None:
     """In the forked child: become the stage process, run it, exit."""
-    import atexit
     import runpy
-    import traceback
+
+    from stages import run_then_leave
 
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
         signal.signal(signum, signal.SIG_DFL)
@@ -228,31 +228,11 @@ def _run_child(request: dict, fds: list[int]) -> None:
     module = request["module"]
     sys.argv = [module, *request["argv"]]
     sys.modules.pop(module, None)  # run as `python -m` runs it: fresh, as __main__
-    code = 0
-    try:
+
+    def stage() -> None:
         runpy.run_module(module, run_name="__main__", alter_sys=True)
-    except SystemExit as stop:
-        if stop.code is None:
-            code = 0
-        elif isinstance(stop.code, int):
-            code = stop.code
-        else:
-            print(stop.code, file=sys.stderr)  # noqa: T201
-            code = 1
-    except KeyboardInterrupt:
-        code = 130
-    except BaseException:
-        traceback.print_exc()
-        code = 1
-    try:
-        atexit._run_exitfuncs()
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except OSError:
-                pass
-        os._exit(code & 0xFF)
+
+    run_then_leave(stage)
 
 
 class _Server:
@@ -390,4 +370,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from stages import run_then_leave
+
+    run_then_leave(main)

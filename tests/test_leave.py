@@ -1,0 +1,68 @@
+"""`stages.run_then_leave`: how every stage process and the warm server end.
+
+Each case is a real interpreter: what it prints, its exit code and its atexit
+handlers must be what ``raise SystemExit(main())`` gives; only the teardown
+after them is skipped.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PROGRAM = """\
+import atexit, sys
+from stages import run_then_leave
+atexit.register(lambda: print("atexit ran", flush=False))
+def main():
+    sys.stdout.write("buffered, not flushed\\n")
+    {body}
+run_then_leave(main)
+"""
+
+
+def _run(body: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", PROGRAM.format(body=body)], cwd=tmp_path,
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "stderr"),
+    [
+        ("return 0", 0, ""),
+        ("return None", 0, ""),
+        ("return 3", 3, ""),
+        ("raise SystemExit(4)", 4, ""),
+        ("raise SystemExit('a message')", 1, "a message\n"),
+        ("raise ValueError('broken')", 1, "ValueError: broken"),
+        ("raise KeyboardInterrupt", 130, ""),
+        ("return 256 + 7", 7, ""),
+    ],
+)
+def test_exit_codes_and_output_are_what_python_gives(
+    body: str, code: int, stderr: str, tmp_path: Path
+) -> None:
+    proc = _run(body, tmp_path)
+    assert proc.returncode == code, proc.stderr
+    # Nothing buffered is lost, and atexit handlers run (and are flushed) too.
+    assert proc.stdout == "buffered, not flushed\natexit ran\n"
+    if stderr.endswith("\n"):
+        assert proc.stderr == stderr
+    elif stderr:
+        assert "Traceback (most recent call last)" in proc.stderr
+        assert proc.stderr.rstrip().endswith(stderr)
+    else:
+        assert proc.stderr == ""
+
+
+def test_a_closed_stdout_still_exits_with_mains_code(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", PROGRAM.format(body="sys.stdout.close(); return 5")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 5, proc.stderr
