@@ -105,12 +105,16 @@ def _compiled_repo(
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from runner import engine, runlock
+    from runner.dvcstart import EarlyDvc
 
-    spec = _load(args)  # bad input: exit 2 before the lock writes anything
-    with runlock.held(_root(args)):  # it compiles: not under a running `run`
-        plan, root = _compiled_repo(args, spec)
-    status = engine.status(root)
+    # DVC imports itself while the spec is read, as in `mlops run`.
+    with EarlyDvc.start(_root(args), merged=False) as early:
+        from runner import engine, runlock
+
+        spec = _load(args)  # bad input: exit 2 before the lock writes anything
+        with runlock.held(_root(args)):  # it compiles: not under a running `run`
+            plan, root = _compiled_repo(args, spec)
+        status = engine.status(root, early)
     will_run = status.will_run(plan)
     say(f"{len(will_run)} of {len(plan.stages)} stages would run:")
     width = max(len(s.name) for s in plan.stages)

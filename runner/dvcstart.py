@@ -58,7 +58,7 @@ class EarlyDvc:
     """A DVC process importing itself while `mlops run` reads its spec.
 
     :meth:`start` spawns runner/dvcstart.py in ``root`` with its output piped
-    as :func:`repro` reads it; :meth:`go` hands it the command and the
+    (as `mlops run` and `mlops plan` read it); :meth:`go` hands it the command and the
     environment (the warm server's socket is only known by then). One that
     was never told to go is killed on the way out: it has touched nothing.
     """
@@ -71,8 +71,12 @@ class EarlyDvc:
 
     @classmethod
     @contextmanager
-    def start(cls, root: Path) -> Iterator[EarlyDvc | None]:
-        """The started process, or None where there is nothing to start it in."""
+    def start(cls, root: Path, *, merged: bool = True) -> Iterator[EarlyDvc | None]:
+        """The started process, or None where there is nothing to start it in.
+
+        ``merged``: its stderr goes to the same pipe as its stdout (what
+        `dvc repro`'s progress needs); otherwise to a pipe of its own.
+        """
         # Not where file descriptors cannot be passed (Windows), nor where the
         # spec's folder is missing (the spec's own error names it).
         if os.name != "posix" or not root.is_dir():
@@ -83,7 +87,8 @@ class EarlyDvc:
             proc = subprocess.Popen(
                 [sys.executable, "-P", str(cls.SCRIPT), str(read)], cwd=root,
                 env=environment(), pass_fds=(read,), stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, text=True, bufsize=1,
+                stderr=subprocess.STDOUT if merged else subprocess.PIPE,
+                text=True, bufsize=1,
             )  # fmt: skip
         except OSError:
             os.close(write)

@@ -45,10 +45,15 @@ def _run(args: list[str], root: Path, what: str) -> str:
     proc = subprocess.run(
         args, cwd=root, env=environment(), capture_output=True, text=True, check=False
     )
-    if proc.returncode != 0:
-        detail = (proc.stderr or proc.stdout).strip().splitlines()
-        raise RunError(f"{what} failed: {detail[-1] if detail else proc.returncode}")
-    return proc.stdout
+    return _checked(what, proc.returncode, proc.stdout, proc.stderr)
+
+
+def _checked(what: str, code: int, out: str, err: str) -> str:
+    """``out``, or a RunError naming ``what`` and the last line it printed."""
+    if code != 0:
+        detail = (err or out).strip().splitlines()
+        raise RunError(f"{what} failed: {detail[-1] if detail else code}")
+    return out
 
 
 def dvc(*args: str) -> list[str]:
@@ -131,15 +136,21 @@ def _reasons(entries: list[object]) -> list[str]:
     return out
 
 
-def status(root: Path) -> Status:
+def status(root: Path, early: EarlyDvc | None = None) -> Status:
     """DVC's view of which stages of the spec's own dvc.yaml are out of date, and why.
 
     Scoped to that file: without a target DVC collects every dvc.yaml in the
     repository (test fixtures, vendored examples), whose stages share our names.
+    ``early``: the DVC process to ask (started with ``merged=False``).
     """
     from runner.targets.dvc import DVC_FILE
 
-    text = _run(dvc("status", "--json", DVC_FILE), root, "dvc status")
+    args = ["status", "--json", DVC_FILE]
+    if early is None:
+        text = _run(dvc(*args), root, "dvc status")
+    else:
+        out, err = early.go(args, environment()).communicate()
+        text = _checked("dvc status", early.proc.returncode, out, err)
     raw = json.loads(text or "{}")
     reasons = {}
     for target, entries in raw.items():

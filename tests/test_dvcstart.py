@@ -10,7 +10,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
+from runner import engine
 from runner.dvcstart import EarlyDvc, environment
+from runner.errors import RunError
 from tests.support import dvc, mlops
 
 STAGE = """\
@@ -84,3 +88,16 @@ def test_a_bad_spec_stops_the_run_before_dvc_and_leaves_no_process(
     assert _processes_in(repo) == []
     assert not (repo / ".dvc").exists()
     assert not (repo / "dvc.yaml").exists()
+
+
+def test_status_through_an_early_process_reads_its_json_apart_from_stderr(
+    repo: Path,
+) -> None:
+    _dvc_repo(repo)
+    with EarlyDvc.start(repo, merged=False) as early:
+        status = engine.status(repo, early)
+    assert status.reasons == {"echo": ["changed outs: seen.txt deleted"]}
+    (repo / "dvc.yaml").write_text("stages: [not, a, mapping]\n")
+    with EarlyDvc.start(repo, merged=False) as early, pytest.raises(RunError) as err:
+        engine.status(repo, early)
+    assert str(err.value).startswith("dvc status failed: ")
