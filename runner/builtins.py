@@ -79,6 +79,7 @@ BUILTINS: dict[str, Builtin] = {
                 _o("validation", "validation.json", Kind.METRIC),
                 _o("validation_report", "deepchecks.html"),
             ),
+            helpers=("suites",),
         ),
         Builtin(
             "preprocess",
@@ -118,8 +119,9 @@ BUILTINS: dict[str, Builtin] = {
                 _o("evaluation_report", "deepchecks.html"),
             ),
             # lookups: the production model's metrics, for max_drop gates;
-            # modelfile: the gate every model is loaded through.
-            helpers=("lookups", "modelfile"),
+            # modelfile: the gate every model is loaded through; suites:
+            # deepchecks' model evaluation.
+            helpers=("lookups", "modelfile", "suites"),
         ),
         Builtin(
             "register",

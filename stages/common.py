@@ -8,7 +8,6 @@ which also turns :class:`StageError` into one clear line and exit code 1.
 from __future__ import annotations
 
 import hashlib
-import html
 import importlib
 import inspect
 import json
@@ -17,7 +16,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -477,103 +475,3 @@ def build_pipeline(preprocessor: Any, estimator: Any):
     from sklearn.pipeline import Pipeline
 
     return Pipeline([("preprocess", preprocessor), ("model", estimator)])
-
-
-# --- deepchecks, shared by validate and evaluate ---
-
-
-def check_result(
-    name: str, column: str | None, severity: str, passed: bool, detail: str
-) -> dict[str, Any]:
-    return {
-        "name": name,
-        "column": column,
-        "severity": severity,
-        "passed": bool(passed),
-        "detail": detail,
-    }
-
-
-def load_deepchecks() -> None:
-    """Call before deepchecks' first import: it imports jsonschema (through
-    nbformat), and :mod:`runner.jsonschema_import` leaves out the format
-    checkers' libraries, 1.5 to 2 s of imports deepchecks never uses."""
-    from runner import jsonschema_import
-
-    jsonschema_import.load()
-
-
-def deepchecks_dataset(df: pd.DataFrame, target: str) -> Any:
-    """A deepchecks Dataset: non-numeric (and boolean) features are categorical."""
-    load_deepchecks()
-    from deepchecks.tabular import Dataset
-
-    label = target if target in df.columns else None
-    features = [c for c in df.columns if c != target]
-    cat = [
-        c
-        for c in features
-        if not pd.api.types.is_numeric_dtype(df[c].dtype)
-        or pd.api.types.is_bool_dtype(df[c].dtype)
-    ]
-    return Dataset(df, label=label, cat_features=cat)
-
-
-def suite_results(suite: str, severity: str, result: Any) -> list[dict[str, Any]]:
-    """Turn a deepchecks SuiteResult into one result per check."""
-    from deepchecks.core.check_result import CheckFailure
-
-    out = []
-    for check in result.results:
-        name = f"{suite}: {check.get_header()}"
-        if isinstance(check, CheckFailure):
-            out.append(
-                check_result(
-                    name,
-                    None,
-                    "warning",
-                    True,
-                    f"check could not run: {check.exception}",
-                )
-            )
-            continue
-        conds = getattr(check, "conditions_results", None) or []
-        failed = [c for c in conds if c.category.value == "FAIL"]
-        detail = "; ".join(f"{c.name}: {c.details}" for c in (failed or conds))
-        out.append(
-            check_result(name, None, severity, not failed, detail or "no conditions")
-        )
-    return out
-
-
-def suite_html(result: Any) -> str:
-    """The full HTML page of a deepchecks result."""
-    # save_as_html never overwrites (it writes "name (1).html"): use a fresh dir.
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "suite.html"
-        result.save_as_html(str(path), as_widget=False)
-        return path.read_text(encoding="utf-8")
-
-
-def write_suite_report(report: Path, pages: list[tuple[str, str]], title: str) -> None:
-    """Write deepchecks pages as one HTML file (a note when none ran)."""
-    ensure_parent(report)
-    if report.exists():
-        report.unlink()
-    if len(pages) == 1:
-        report.write_text(pages[0][1], encoding="utf-8")
-        return
-    if not pages:
-        body = "<p>No deepchecks suite ran for this stage.</p>"
-    else:
-        # Several suites: keep each full page isolated in its own iframe.
-        body = "".join(
-            f"<h2>{html.escape(name)}</h2><iframe style='width:100%;height:80vh' "
-            f'srcdoc="{html.escape(page, quote=True)}"></iframe>'
-            for name, page in pages
-        )
-    report.write_text(
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{title}"
-        f"</title></head><body><h1>{title}</h1>{body}</body></html>\n",
-        encoding="utf-8",
-    )

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from stages import common, lookups, modelfile, run_then_leave
+from stages import common, lookups, modelfile, run_then_leave, suites
 
 KIND = "evaluate"
 NO_PRODUCTION = "no production model yet"
@@ -307,17 +307,17 @@ def model_evaluation(
 
     Its findings are informational (severity warning): the gates decide.
     """
-    common.load_deepchecks()
+    suites.load_deepchecks()
     from deepchecks.tabular.suites import model_evaluation as suite
 
-    test_ds = common.deepchecks_dataset(test, target)
+    test_ds = suites.deepchecks_dataset(test, target)
     if train is None:
         result = suite().run(train_dataset=test_ds, model=model)
     else:
-        train_ds = common.deepchecks_dataset(train, target)
+        train_ds = suites.deepchecks_dataset(train, target)
         result = suite().run(train_dataset=train_ds, test_dataset=test_ds, model=model)
-    checks = common.suite_results("model_evaluation", "warning", result)
-    return checks, common.suite_html(result)
+    checks = suites.suite_results("model_evaluation", "warning", result)
+    return checks, suites.suite_html(result)
 
 
 def _run(params: dict[str, Any], stage_id: str, spec: dict[str, Any]) -> int:
@@ -357,7 +357,7 @@ def _run(params: dict[str, Any], stage_id: str, spec: dict[str, Any]) -> int:
             KIND,
             f"deepchecks model_evaluation: {failed} of {len(checks)} checks flagged",
         )
-    common.write_suite_report(
+    suites.write_suite_report(
         common.need(spec, "outputs", "evaluation_report"),
         pages,
         "Model evaluation report",

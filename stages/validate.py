@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from stages import common, run_then_leave
+from stages import common, run_then_leave, suites
 
 KIND = "validate"
 SEVERITIES = ("error", "warning")
@@ -65,7 +65,7 @@ def check_column(series: pd.Series, rules: Mapping[str, Any]) -> list[dict[str, 
             raise common.StageError(f"column '{col}': unknown type {want!r}")
         ok = _type_ok(series, want)
         out.append(
-            common.check_result(
+            suites.check_result(
                 "type",
                 col,
                 sev,
@@ -83,7 +83,7 @@ def check_column(series: pd.Series, rules: Mapping[str, Any]) -> list[dict[str, 
             pd.api.types.is_datetime64_any_dtype(series.dtype)
         ):
             out.append(
-                common.check_result(
+                suites.check_result(
                     bound,
                     col,
                     sev,
@@ -97,7 +97,7 @@ def check_column(series: pd.Series, rules: Mapping[str, Any]) -> list[dict[str, 
         bad = int((series < limit).sum() if bound == "min" else (series > limit).sum())
         word = "below min" if bound == "min" else "above max"
         out.append(
-            common.check_result(
+            suites.check_result(
                 bound,
                 col,
                 sev,
@@ -112,7 +112,7 @@ def check_column(series: pd.Series, rules: Mapping[str, Any]) -> list[dict[str, 
         bad = int(mask.sum())
         examples = ", ".join(map(repr, values[mask].unique()[:5].tolist()))
         out.append(
-            common.check_result(
+            suites.check_result(
                 "allowed",
                 col,
                 sev,
@@ -125,7 +125,7 @@ def check_column(series: pd.Series, rules: Mapping[str, Any]) -> list[dict[str, 
         limit = float(rules["max_null_share"])
         share = float(series.isna().mean()) if len(series) else 0.0
         out.append(
-            common.check_result(
+            suites.check_result(
                 "max_null_share",
                 col,
                 sev,
@@ -136,7 +136,7 @@ def check_column(series: pd.Series, rules: Mapping[str, Any]) -> list[dict[str, 
     if rules.get("unique"):
         dup = int(series.dropna().duplicated().sum())
         out.append(
-            common.check_result(
+            suites.check_result(
                 "unique", col, sev, dup == 0, f"{_plural(dup, 'duplicate value')}"
             )
         )
@@ -156,7 +156,7 @@ def check_rules(
         if "min" in rows:
             ok = n >= rows["min"]
             results.append(
-                common.check_result(
+                suites.check_result(
                     "rows.min",
                     None,
                     sev,
@@ -167,7 +167,7 @@ def check_rules(
         if "max" in rows:
             ok = n <= rows["max"]
             results.append(
-                common.check_result(
+                suites.check_result(
                     "rows.max",
                     None,
                     sev,
@@ -180,7 +180,7 @@ def check_rules(
         if col not in df.columns:
             sev = rules.get("severity", "error")
             results.append(
-                common.check_result("exists", col, sev, False, "column is missing")
+                suites.check_result("exists", col, sev, False, "column is missing")
             )
             continue
         results.extend(check_column(df[col], rules))
@@ -188,7 +188,7 @@ def check_rules(
 
 
 def run_suites(
-    suites: Mapping[str, str],
+    requested: Mapping[str, str],
     data: pd.DataFrame,
     *,
     train: pd.DataFrame | None,
@@ -197,38 +197,38 @@ def run_suites(
     report: Path,
 ) -> list[dict[str, Any]]:
     """Run the requested deepchecks suites; write their HTML into ``report``."""
-    unknown = [s for s in suites if s not in SUITES]
+    unknown = [s for s in requested if s not in SUITES]
     if unknown:
         raise common.StageError(
             f"unknown suite(s) {', '.join(unknown)}; use {', '.join(SUITES)}"
         )
     results: list[dict[str, Any]] = []
     pages: list[tuple[str, str]] = []
-    for suite, severity in suites.items():
+    for suite, severity in requested.items():
         if severity not in SEVERITIES:
             raise common.StageError(f"suite {suite}: severity must be error or warning")
         if suite == "train_test_validation" and (train is None or test is None):
             results.append(
-                common.check_result(
+                suites.check_result(
                     suite, None, severity, True, "skipped: needs train and test inputs"
                 )
             )
             continue
-        common.load_deepchecks()
+        suites.load_deepchecks()
         from deepchecks.tabular import suites as dc_suites
 
         if suite == "data_integrity":
             res = dc_suites.data_integrity().run(
-                common.deepchecks_dataset(data, target)
+                suites.deepchecks_dataset(data, target)
             )
         else:
             res = dc_suites.train_test_validation().run(
-                common.deepchecks_dataset(train, target),
-                common.deepchecks_dataset(test, target),
+                suites.deepchecks_dataset(train, target),
+                suites.deepchecks_dataset(test, target),
             )
-        results.extend(common.suite_results(suite, severity, res))
-        pages.append((suite, common.suite_html(res)))
-    common.write_suite_report(report, pages, "Validation report")
+        results.extend(suites.suite_results(suite, severity, res))
+        pages.append((suite, suites.suite_html(res)))
+    suites.write_suite_report(report, pages, "Validation report")
     return results
 
 

@@ -40,12 +40,12 @@ def test_fast_commands_do_not_import_heavy_libraries(argv: list[str]) -> None:
 
 
 def test_deepchecks_is_imported_without_jsonschemas_format_libraries() -> None:
-    # As a stage imports it (stages.common.load_deepchecks first); afterwards
+    # As a stage imports it (stages.suites.load_deepchecks first); afterwards
     # those libraries still import for whoever needs them (requests: idna).
     probe = (
         "import json, sys\n"
-        "from stages import common\n"
-        "common.load_deepchecks()\n"
+        "from stages import suites\n"
+        "suites.load_deepchecks()\n"
         "import deepchecks.tabular.suites\n"
         f"format_libraries = {list(FORMAT_LIBRARIES)!r}\n"
         "loaded = [m for m in format_libraries if m in sys.modules]\n"

@@ -234,3 +234,13 @@ def test_every_builtin_depends_on_the_stage_modules_it_imports() -> None:
             and (node.module or "").startswith(f"{STAGES_PACKAGE}.")
         }
         assert imported <= set(builtin.modules), (name, imported - set(builtin.modules))
+
+
+def test_editing_a_deepchecks_helper_reruns_only_the_stages_that_use_deepchecks() -> (
+    None
+):
+    # Issue 13: stages/common.py held them, so a change re-ran ingest too.
+    example = planner.build(specs.load(ROOT / "mlops.yaml"))
+    using = {s.name for s in example.stages if "stages/suites.py" in s.deps}
+    assert using == {"validate", "evaluate"}
+    assert all("stages/common.py" in s.deps for s in example.stages if s.uses)

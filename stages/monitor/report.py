@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stages import common
+from stages import common, suites
 from stages.monitor.drift import CATEGORICAL, kind_of
 
 SAMPLE_ROWS = 10_000
@@ -39,7 +39,7 @@ def sample(
 
 
 def _dataset(frame: pd.DataFrame, categorical: list[str]) -> Any:
-    common.load_deepchecks()
+    suites.load_deepchecks()
     from deepchecks.tabular import Dataset
 
     return Dataset(frame, cat_features=categorical, label=None)
@@ -58,7 +58,7 @@ def write(
     write the page; return a one-line note on what it covers."""
     # A batch job's log wants no progress bars, nor deepchecks' notices.
     os.environ.setdefault("TQDM_DISABLE", "1")
-    common.load_deepchecks()
+    suites.load_deepchecks()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import deepchecks
@@ -97,7 +97,7 @@ def write(
         f"reference and {len(cur)} of {len(current)} current rows; the scores here "
         "are on all rows"
     )
-    page = common.suite_html(result)
+    page = suites.suite_html(result)
     banner = f"<p><b>mlops monitor:</b> {html.escape(note)}.</p>"
     common.ensure_parent(path).write_text(
         page.replace("<body>", f"<body>{banner}", 1), encoding="utf-8"
