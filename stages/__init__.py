@@ -25,7 +25,23 @@ def _exit_code(value: object) -> int:
     return 1
 
 
-def run_then_leave(main: _Callable[[], object]) -> _NoReturn:
+def _started_by_python() -> bool:
+    """Whether the module calling run_then_leave is what the interpreter was
+    started with (``python -m stages.x`` or ``python stages/x.py``): nothing
+    but runpy below it, so no code of anyone else's waits for it to return."""
+    import runpy
+    import sys
+
+    ours = {"<frozen runpy>", runpy.__file__}
+    frame = sys._getframe(2).f_back  # below the module's code that called us
+    while frame is not None:
+        if frame.f_code.co_filename not in ours:
+            return False
+        frame = frame.f_back
+    return True
+
+
+def run_then_leave(main: _Callable[[], object], *, always: bool = False) -> _NoReturn:
     """Run ``main`` as ``raise SystemExit(main())`` would, then end at once.
 
     The exit code, a traceback and the atexit handlers (MLflow's flushes, temp
@@ -34,7 +50,9 @@ def run_then_leave(main: _Callable[[], object]) -> _NoReturn:
     interpreter down object by object, which nothing outside the process sees
     and which takes 0.25 s once MLflow is imported and 0.65 s with deepchecks
     too (bench/README.md, "Leaving without tearing down"). The warm server's
-    stage processes end this way too.
+    stage processes end this way too (``always``: they must never return into
+    the server). When other code ran the module (a profiler, coverage, a
+    debugger), it raises ``SystemExit`` instead, so that they can report.
     """
     import atexit
     import sys
@@ -49,6 +67,10 @@ def run_then_leave(main: _Callable[[], object]) -> _NoReturn:
     except BaseException:
         traceback.print_exc()
         code = 1
+    if not always and not _started_by_python():
+        # A profiler, coverage or a debugger ran this module (`python -m
+        # cProfile -m stages.train ...`) and reports once it returns.
+        raise SystemExit(code)
     try:
         atexit._run_exitfuncs()
     finally:

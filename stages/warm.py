@@ -232,7 +232,7 @@ def _run_child(request: dict, fds: list[int]) -> None:
     def stage() -> None:
         runpy.run_module(module, run_name="__main__", alter_sys=True)
 
-    run_then_leave(stage)
+    run_then_leave(stage, always=True)
 
 
 class _Server:

@@ -66,3 +66,40 @@ def test_a_closed_stdout_still_exits_with_mains_code(tmp_path: Path) -> None:
         cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert proc.returncode == 5, proc.stderr
+
+
+NOISY = """\
+import sys
+from stages import run_then_leave
+
+
+class Noisy:
+    def __del__(self):
+        sys.stdout.write("torn down\\n")
+        sys.stdout.flush()
+
+
+KEPT = Noisy()  # freed only if the interpreter tears down its modules
+run_then_leave(lambda: 6)
+"""
+
+
+def test_run_by_python_it_skips_the_teardown(tmp_path: Path) -> None:
+    (tmp_path / "leaver.py").write_text(NOISY)
+    proc = subprocess.run(
+        [sys.executable, "-m", "leaver"], cwd=tmp_path,
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 6, proc.stderr
+    assert "torn down" not in proc.stdout
+
+
+def test_run_by_a_profiler_it_returns_so_the_profiler_reports(tmp_path: Path) -> None:
+    (tmp_path / "leaver.py").write_text(NOISY)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cProfile", "-m", "leaver"], cwd=tmp_path,
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    # cProfile swallows SystemExit, as it would `raise SystemExit(6)`'s.
+    assert proc.returncode == 0, proc.stderr
+    assert "function calls" in proc.stdout  # its report, printed once we returned
