@@ -44,18 +44,20 @@ def _started_by_python() -> bool:
 def run_then_leave(main: _Callable[[], object], *, always: bool = False) -> _NoReturn:
     """Run ``main`` as ``raise SystemExit(main())`` would, then end at once.
 
-    The exit code, a traceback and the atexit handlers (MLflow's flushes, temp
-    folders) are what Python gives; Ctrl-C exits 130, as a shell reports an
-    interrupted command, without a traceback. What is skipped is tearing the
-    interpreter down object by object, which nothing outside the process sees
-    and which takes 0.25 s once MLflow is imported and 0.65 s with deepchecks
-    too (bench/README.md, "Leaving without tearing down"). The warm server's
-    stage processes end this way too (``always``: they must never return into
-    the server). When other code ran the module (a profiler, coverage, a
-    debugger), it raises ``SystemExit`` instead, so that they can report.
+    The exit code, a traceback, the wait for non-daemon threads and the atexit
+    handlers (MLflow's flushes, temp folders) are what Python gives; Ctrl-C
+    exits 130, as a shell reports an interrupted command, without a
+    traceback. What is skipped is tearing the interpreter down object by
+    object, which nothing outside the process sees and which takes 0.25 s
+    once MLflow is imported and 0.65 s with deepchecks too (bench/README.md,
+    "Leaving without tearing down"). The warm server's stage processes end
+    this way too (``always``: they must never return into the server). When
+    other code ran the module (a profiler, coverage, a debugger), it raises
+    ``SystemExit`` instead, so that they can report.
     """
     import atexit
     import sys
+    import threading
     import traceback
 
     try:
@@ -72,6 +74,10 @@ def run_then_leave(main: _Callable[[], object], *, always: bool = False) -> _NoR
         # cProfile -m stages.train ...`) and reports once it returns.
         raise SystemExit(code)
     try:
+        # What the interpreter does on its way out, in its order: wait for the
+        # threads that are not daemons (and let thread pools finish their
+        # queued work), then the atexit handlers.
+        threading._shutdown()  # type: ignore[attr-defined]
         atexit._run_exitfuncs()
     finally:
         for stream in (sys.stdout, sys.stderr):

@@ -103,3 +103,33 @@ def test_run_by_a_profiler_it_returns_so_the_profiler_reports(tmp_path: Path) ->
     # cProfile swallows SystemExit, as it would `raise SystemExit(6)`'s.
     assert proc.returncode == 0, proc.stderr
     assert "function calls" in proc.stdout  # its report, printed once we returned
+
+
+THREADS = """\
+import concurrent.futures, sys, threading, time
+from stages import run_then_leave
+
+
+def late(text):
+    time.sleep(0.3)
+    sys.stdout.write(text)
+
+
+def main():
+    threading.Thread(target=late, args=("thread done\\n",)).start()
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    pool.submit(late, "pool task done\\n")  # never waited for, nor shut down
+    return 0
+
+
+run_then_leave(main)
+"""
+
+
+def test_it_waits_for_threads_and_pools_as_python_does(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", THREADS], cwd=tmp_path,
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(proc.stdout.splitlines()) == ["pool task done", "thread done"]
