@@ -2,10 +2,10 @@
 
 Most of a `dvc repro` with nothing to do is DVC importing itself (about 0.4 s
 of 0.7 s here). `mlops run` starts this file first, as a script
-(``python -P runner/dvcstart.py FD``, so it imports only the standard library
-and DVC), and goes on loading, validating and compiling the spec while DVC
-imports on the other core. This process then waits for one message on the
-pipe ``FD``:
+(``python -P runner/dvcstart.py FD``, so it imports only the standard library,
+DVC and, to end, ``stages``), and goes on loading, validating and compiling
+the spec while DVC imports on the other core. This process then waits for one
+message on the pipe ``FD``:
 
 - a JSON object ``{"args": [...], "env": {...}}``: it takes ``env`` as its
   whole environment and runs ``dvc <args>`` exactly as ``python -m dvc`` does,
@@ -16,17 +16,16 @@ pipe ``FD``:
 Nothing of the repository is read before the message: the imports touch no
 file of it, so compiling dvc.yaml and ``dvc init`` in the meantime are safe.
 
-Once DVC's command has returned, its atexit handlers have run and its streams
-are flushed, the process ends with ``os._exit``: it skips tearing down an
-interpreter that holds DVC, networkx and dulwich, object by object (0.1 s
-here, a seventh of a no-op `dvc repro`), which nothing outside it can see.
-DVC closes its repository, locks and state databases itself, inside the
-command.
+Once DVC's command has returned, the process ends as every stage process does
+(``stages.run_then_leave``: threads, atexit handlers, flushed streams, then
+``os._exit``): it skips tearing down an interpreter that holds DVC, networkx
+and dulwich, object by object (0.1 s here, a seventh of a no-op `dvc
+repro`), which nothing outside it can see. DVC closes its repository, locks
+and state databases itself, inside the command.
 """
 
 from __future__ import annotations
 
-import atexit
 import importlib
 import json
 import os
@@ -154,21 +153,8 @@ PRELOAD = (
 )
 
 
-def _end(code: list[int]) -> None:
-    """The last atexit handler (registered first): flush, then leave at once."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # a reader gone, a stream closed
-            code[0] = code[0] or 1
-    os._exit(code[0])
-
-
 def main(argv: list[str]) -> int:
-    code = [1]  # what the process exits with if DVC's command raises
-    atexit.register(_end, code)  # before DVC's own: atexit runs them last first
-    code[0] = _wait_then_run(int(argv[0]))
-    return code[0]
+    return _wait_then_run(int(argv[0]))
 
 
 def _wait_then_run(fd: int) -> int:
@@ -190,4 +176,7 @@ def _wait_then_run(fd: int) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    # stages ships in the same distribution as runner (pyproject.toml).
+    from stages import run_then_leave
+
+    run_then_leave(lambda: main(sys.argv[1:]))

@@ -15,6 +15,8 @@ from typing import Any
 
 import pandas as pd
 
+from stages import common
+
 
 def check_result(
     name: str, column: str | None, severity: str, passed: bool, detail: str
@@ -91,7 +93,7 @@ def suite_html(result: Any) -> str:
 
 def write_suite_report(report: Path, pages: list[tuple[str, str]], title: str) -> None:
     """Write deepchecks pages as one HTML file (a note when none ran)."""
-    report.parent.mkdir(parents=True, exist_ok=True)
+    common.ensure_parent(report)
     if report.exists():
         report.unlink()
     if len(pages) == 1:
