@@ -26,7 +26,7 @@ import yaml
 from stages import tracking
 
 PARAMS_FILE = "params.yaml"
-TRACKING_ENV = "MLFLOW_TRACKING_URI"
+TRACKING_ENV = tracking.TRACKING_ENV
 # Tags written by train and read back by register.
 TAG_GIT_COMMIT = "mlops.git_commit"
 TAG_DATA_HASH = "mlops.data_md5"

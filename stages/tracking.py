@@ -20,6 +20,8 @@ from __future__ import annotations
 import os
 from collections.abc import MutableMapping
 
+# Where MLflow's client finds its store; when set, it wins over the spec's.
+TRACKING_ENV = "MLFLOW_TRACKING_URI"
 # name -> value, as MLflow 3's mlflow/environment_variables.py reads them.
 CLIENT_DEFAULTS = {
     # Retries after the first try (MLflow: 7).

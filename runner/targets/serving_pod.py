@@ -24,6 +24,7 @@ from runner.targets.pod import (
     pod_security_context,
     secret_env,
 )
+from stages.tracking import TRACKING_ENV
 
 if TYPE_CHECKING:
     from runner.deploy_state import Release
@@ -64,7 +65,7 @@ LABEL_VERSION = "mlops.dev/model-version"
 ANNOTATION_RUN = "mlops.dev/run-id"
 CHECKOV_SKIP = "checkov.io/skip"
 MAX_NAME = 63  # a Service name and a label value are DNS labels
-TRACKING_URI = "MLFLOW_TRACKING_URI"
+TRACKING_URI = TRACKING_ENV
 LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
 
 
