@@ -61,8 +61,9 @@ def dvc(*args: str) -> list[str]:
 
 
 def _remote_value(url: str, root: Path) -> str:
-    """How DVC stores a remote URL: local paths relative to .dvc/."""
-    if "://" in url:
+    """How DVC stores a remote URL: a relative local path relative to .dvc/;
+    an absolute one, or a URL, as given."""
+    if "://" in url or os.path.isabs(url):
         return url
     return os.path.relpath(root / url, root / ".dvc").replace(os.sep, "/")
 

@@ -244,3 +244,15 @@ def test_editing_a_deepchecks_helper_reruns_only_the_stages_that_use_deepchecks(
     using = {s.name for s in example.stages if "stages/suites.py" in s.deps}
     assert using == {"validate", "evaluate"}
     assert all("stages/common.py" in s.deps for s in example.stages if s.uses)
+
+
+def test_a_remote_at_an_absolute_path_is_set_once(repo: Path, tmp_path: Path) -> None:
+    """DVC keeps an absolute local path as given: seen as set, not set again."""
+    _toy(repo)
+    store = tmp_path / "shared" / "dvc-remote"
+    spec = repo / "mlops.yaml"
+    spec.write_text(spec.read_text() + f"storage:\n  remote: {{url: '{store}'}}\n")
+    said = f"set DVC remote 'storage' to {store}"
+    assert said in mlops("plan", cwd=repo).stdout
+    assert f"url = {store}\n" in (repo / ".dvc" / "config").read_text()
+    assert said not in mlops("plan", cwd=repo).stdout
