@@ -386,7 +386,12 @@ def load_model_dir(model_dir: str | Path, prefixes: Iterable[str]) -> Any:
 def canonical_skops(data: bytes) -> bytes:
     """The same skops archive with fixed entry times, ids renumbered in order
     of first appearance (entry names follow the new numbers) and the padding
-    of structured arrays zeroed."""
+    of structured arrays zeroed.
+
+    The schema is written compact: skops indents it, which takes the pure
+    Python JSON encoder and triples its size (a 300-tree forest: 6.3 MB and
+    0.18 s against 2.0 MB and 0.02 s). skops reads either.
+    """
     with zipfile.ZipFile(io.BytesIO(data)) as src:
         schema = json.loads(src.read(_SCHEMA))
         ids: dict[int, int] = {}
@@ -405,7 +410,8 @@ def canonical_skops(data: bytes) -> bytes:
                 if new.endswith(".npy"):
                     payload = _zero_padding(payload)
                 _put(dst, new, payload)
-            _put(dst, _SCHEMA, json.dumps(schema, indent=2).encode("utf-8"))
+            compact = json.dumps(schema, separators=(",", ":"))
+            _put(dst, _SCHEMA, compact.encode("utf-8"))
     return out.getvalue()
 
 
@@ -455,17 +461,33 @@ def _put(archive: zipfile.ZipFile, name: str, payload: bytes) -> None:
     archive.writestr(info, payload)
 
 
+def canonical_bytes(obj: Any) -> bytes:
+    """``obj`` saved by skops, as :func:`canonical_skops` bytes."""
+    import skops.io
+
+    return canonical_skops(skops.io.dumps(obj))
+
+
 @contextmanager
-def canonical_dumps() -> Iterator[None]:
+def canonical_dumps(obj: Any, data: bytes) -> Iterator[None]:
     """While active, ``skops.io.dump`` (which MLflow's sklearn flavor calls)
-    writes :func:`canonical_skops` bytes, so the logged artifact is canonical."""
+    writes :func:`canonical_skops` bytes, so the logged artifact is canonical.
+
+    ``data`` is ``obj`` already saved (:func:`canonical_bytes`, which train
+    needs anyway to check its types): dumping ``obj`` itself writes those
+    bytes rather than saving a large model a second time. Any other object is
+    saved and made canonical as it is dumped.
+    """
     import skops.io
 
     original = skops.io.dump
 
-    def dump(obj: Any, file: Any, **kwargs: Any) -> None:
+    def dump(value: Any, file: Any, **kwargs: Any) -> None:
+        if value is obj:
+            Path(file).write_bytes(data)
+            return
         buffer = io.BytesIO()
-        original(obj, buffer, **kwargs)
+        original(value, buffer, **kwargs)
         Path(file).write_bytes(canonical_skops(buffer.getvalue()))
 
     skops.io.dump = dump

@@ -52,25 +52,31 @@ def fit(
     return pipeline, metrics
 
 
-def model_trusted_types(pipeline: Any, prefixes: tuple[str, ...]) -> list[str]:
-    """Types skops must trust to load this pipeline, checked against the allow-list."""
+def saved_and_trusted(
+    pipeline: Any, prefixes: tuple[str, ...]
+) -> tuple[bytes, list[str]]:
+    """The pipeline's canonical skops bytes, and the types skops must trust to
+    load them, checked against the allow-list (the bytes are saved once: these
+    are what MLflow logs)."""
     import skops.io
 
-    found = skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
+    data = modelfile.canonical_bytes(pipeline)
+    found = skops.io.get_untrusted_types(data=data)
     # The gate every command loads through: refused here rather than at load.
-    return modelfile.check_types(found, prefixes)
+    return data, modelfile.check_types(found, prefixes)
 
 
 def _log_and_save(
     pipeline: Any,
     x: pd.DataFrame,
-    trusted: list[str],
+    saved: tuple[bytes, list[str]],
     out: Path,
 ) -> Any:
     import mlflow
     import mlflow.sklearn
     from mlflow.models import infer_signature
 
+    data, trusted = saved
     example = x.head(INPUT_EXAMPLE_ROWS)
     signature = infer_signature(example, pipeline.predict(example))
     kwargs = {
@@ -80,9 +86,9 @@ def _log_and_save(
         "serialization_format": "skops",
         "skops_trusted_types": trusted,
     }
-    # skops stamps times and ids into its archive: the logged file is made
-    # canonical as MLflow writes it, so the same pipeline gives the same bytes.
-    with modelfile.canonical_dumps():
+    # skops stamps times and ids into its archive: the logged file is the
+    # canonical bytes, so the same pipeline gives the same bytes.
+    with modelfile.canonical_dumps(pipeline, data):
         info = mlflow.sklearn.log_model(pipeline, name=MODEL_ARTIFACT, **kwargs)
     # Copy the logged model rather than serialise it again (the same skops
     # bytes), minus the MLmodel fields naming the run and the time: run.json
@@ -119,7 +125,7 @@ def _run(params: dict[str, Any], stage_id: str, spec: dict[str, Any]) -> int:
         train, proj["target"], proj["task"], preprocessor, cls(**est_params)
     )
     seconds = time.perf_counter() - start
-    trusted = model_trusted_types(pipeline, common.project_allow(params))
+    saved = saved_and_trusted(pipeline, common.project_allow(params))
 
     uri = common.setup_mlflow(params)
     data_md5 = common.file_md5(train_path)
@@ -132,9 +138,7 @@ def _run(params: dict[str, Any], stage_id: str, spec: dict[str, Any]) -> int:
         mlflow.log_metrics({f"train_{k}": v for k, v in metrics.items()})
         mlflow.log_metric("fit_seconds", seconds)
         x, _ = common.split_xy(train, proj["target"])
-        info = _log_and_save(
-            pipeline, x, trusted, common.need(spec, "outputs", "model")
-        )
+        info = _log_and_save(pipeline, x, saved, common.need(spec, "outputs", "model"))
     common.write_json(common.need(spec, "outputs", "train_metrics"), metrics)
     common.write_json(
         common.need(spec, "outputs", "run"),
