@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from runner.dvcstart import EarlyDvc, environment
 from runner.errors import RunError
+from stages.tracking import TRACKING_ENV
 
 # Imported where used: `mlops run` imports this module to start DVC early
 # (EarlyDvc), before anything that reads a spec is loaded.
@@ -189,9 +190,10 @@ class StageServer:
     is refused at once and runs in its own process.
     """
 
-    def __init__(self, root: Path, installed: bool) -> None:
+    def __init__(self, root: Path, installed: bool, tracking_uri: str = "") -> None:
         self.root = root
         self.installed = installed
+        self.tracking_uri = tracking_uri  # the stages' MLflow store
         self.dvc_env = environment()  # DVC's, and so its stages'
         self.folder: str | None = None
         self.listener: socket.socket | None = None
@@ -210,6 +212,10 @@ class StageServer:
         from stages import warm
 
         server = cls(root, plan.framework.installed)
+        # Where the stages track, as stages.common.tracking_uri decides.
+        server.tracking_uri = (
+            server.dvc_env.get(TRACKING_ENV) or plan.spec.storage.tracking_uri
+        )
         try:
             if warm.enabled(server.dvc_env) and any(s.uses for s in plan.stages):
                 server.listen(warm.ENV)
@@ -238,7 +244,10 @@ class StageServer:
         if self.listener is None or self.proc is not None:
             return
         fd = self.listener.fileno()
-        args = [sys.executable, "-m", "stages.warm", str(fd), str(os.getpid())]
+        from stages import warm
+
+        args = [sys.executable, "-m", "stages.warm", str(fd), str(os.getpid()),
+                *warm.preload(self.tracking_uri)]  # fmt: skip
         if self.installed:
             args.insert(1, "-P")  # as `mlops stage` runs the stages
         try:

@@ -38,15 +38,10 @@ from stages import SERVER_ENV as ENV  # the socket's path
 SWITCH = "MLOPS_WARM_STAGES"  # "0" turns the server off
 SERVED = "served"  # what the server prints, one line per stage it forked
 # Imported by the server before any stage asks, in the order the stages of a
-# pipeline first need them.
-# One import at a time, so that a stage that asks early is forked with what is
-# loaded so far, and waits for no more than the import under way. The stages'
-# own modules are not among them: each child imports the files as they are.
-PRELOAD = (
-    "numpy",
-    "pandas",
-    "pyarrow.parquet",
-    "yaml",
+# pipeline first need them, one at a time. The stages' own modules are not
+# among them: each child imports the files as they are.
+_BASE = ("numpy", "pandas", "pyarrow.parquet", "yaml")
+_SKLEARN = (
     "sklearn.base",
     "sklearn.pipeline",
     "sklearn.compose",
@@ -56,17 +51,54 @@ PRELOAD = (
     "sklearn.metrics",
     "sklearn.ensemble",
     "sklearn.linear_model",
-    # validate, the second stage, needs deepchecks; MLflow is first needed by
-    # train, the fourth.
-    "runner.jsonschema_import",  # before deepchecks: see that module
+)
+# runner.jsonschema_import goes before deepchecks: see that module.
+_DEEPCHECKS = (
+    "runner.jsonschema_import",
     "deepchecks.tabular",
     "deepchecks.tabular.suites",
-    "mlflow",
-    "mlflow.sklearn",
-    "mlflow.models",
-    "skops.io",
-    "matplotlib.pyplot",
 )
+_MLFLOW = ("mlflow", "mlflow.sklearn", "mlflow.models", "skops.io")
+_PLOTS = ("matplotlib.pyplot",)
+# validate, the second stage, needs deepchecks; MLflow is first needed by
+# train, the fourth.
+PRELOAD = (*_BASE, *_SKLEARN, *_DEEPCHECKS, *_MLFLOW, *_PLOTS)
+# MLflow's SQLite store (SQLAlchemy, and alembic for its schema check): 0.6 s
+# for each stage that opens it (train, tune, evaluate, register), imported
+# only when the stages' store is a SQLite file, right after skops, which train
+# needs before it logs.
+SQL_STORE = (
+    "sqlalchemy.dialects.sqlite",
+    "mlflow.store.tracking.sqlalchemy_store",
+    "mlflow.store.model_registry.sqlalchemy_store",
+    "alembic.config",
+)
+SQLITE = "sqlite:"
+# What each built-in stage imports of the preloads. A stage that asks before
+# its own are loaded waits while the server imports them, those first, rather
+# than be forked early and import them again beside the server: the same wait,
+# half the work. Others are forked at once with what is loaded so far. A name
+# here that the stage does not import only costs it time, never a result.
+_MLFLOW_STORE = (*_MLFLOW, *SQL_STORE)
+NEEDS = {
+    "stages.ingest": _BASE,
+    "stages.validate": (*_BASE, *_DEEPCHECKS),
+    "stages.preprocess": (*_BASE, *_SKLEARN),
+    "stages.tune": (*_BASE, *_SKLEARN, *_MLFLOW_STORE),
+    "stages.train": (*_BASE, *_SKLEARN, *_MLFLOW_STORE),
+    "stages.evaluate": (*PRELOAD, *SQL_STORE),
+    "stages.register": (*_BASE, *_MLFLOW_STORE),
+}
+
+
+def preload(tracking_uri: str) -> list[str]:
+    """What the server imports, in order, for stages tracking to ``tracking_uri``."""
+    if not tracking_uri.startswith(SQLITE):
+        return list(PRELOAD)
+    at = PRELOAD.index("skops.io") + 1
+    return [*PRELOAD[:at], *SQL_STORE, *PRELOAD[at:]]
+
+
 # How an interpreter starts, fixed when the server started: a stage whose
 # environment differs in one of these runs in its own process.
 _STARTUP_PREFIXES = ("PYTHON", "LD_", "MALLOC", "OMP_", "OPENBLAS_", "MKL_")
@@ -246,6 +278,8 @@ class _Server:
         self.pending = list(preload)
         self.parent = parent
         self.running: dict[int, socket.socket] = {}  # child pid -> its asker
+        # asker -> its request and streams, until the preloads it needs are in
+        self.waiting: dict[socket.socket, tuple[dict, list[int]]] = {}
         self.stopped = False
         self.wake_r, self.wake_w = os.pipe()
         for fd in (self.wake_r, self.wake_w):
@@ -263,18 +297,23 @@ class _Server:
 
     def loop(self) -> None:
         while not self.stopped:
-            if not self.running and os.getppid() != self.parent:
+            if not self.running and not self.waiting and os.getppid() != self.parent:
                 break  # `mlops run` is gone and nothing runs
             for key, _ in self.selector.select(0 if self.pending else 1.0):
                 if key.data == "accept":
                     self._accept()
                 elif key.data == "wake":
                     self._drain_wakeups()
+                elif key.data == "waiting":  # it went away before its fork
+                    self._drop(key.fileobj)  # type: ignore[arg-type]
                 else:  # the stage process went away: so does its stage
                     _kill(int(key.data))
             self._reap()
             if self.pending and not self.stopped:
                 self._preload_one()
+                self._release()
+        for conn in list(self.waiting):
+            self._drop(conn)  # it runs in its own process
         for pid in list(self.running):
             _kill(pid)
 
@@ -327,12 +366,39 @@ class _Server:
             _send(conn, {"refused": why})
             conn.close()
             return
+        needs = [m for m in NEEDS.get(request["module"], ()) if m in self.pending]
+        if needs:  # imported next, in their order, then it is forked
+            self.pending = needs + [m for m in self.pending if m not in needs]
+            self.waiting[conn] = (request, fds)
+            self.selector.register(conn, selectors.EVENT_READ, "waiting")
+            return
+        self._fork(conn, request, fds)
+
+    def _release(self) -> None:
+        """Fork each waiting stage whose preloads are all in."""
+        for conn, (request, fds) in list(self.waiting.items()):
+            if not any(m in self.pending for m in NEEDS[request["module"]]):
+                self.selector.unregister(conn)
+                del self.waiting[conn]
+                self._fork(conn, request, fds)
+
+    def _drop(self, conn: socket.socket) -> None:
+        _request, fds = self.waiting.pop(conn)
+        self.selector.unregister(conn)
+        for fd in fds:
+            os.close(fd)
+        conn.close()
+
+    def _fork(self, conn: socket.socket, request: dict, fds: list[int]) -> None:
         pid = os.fork()
         if pid == 0:
             self.listener.close()
             conn.close()
-            for other in self.running.values():
+            for other in [*self.running.values(), *self.waiting]:
                 other.close()
+            for _, streams in self.waiting.values():
+                for fd in streams:
+                    os.close(fd)
             os.close(self.wake_r)
             os.close(self.wake_w)
             _run_child(request, fds)
@@ -362,7 +428,8 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m stages.warm <fd> <pid> [module ...]``: serve on the listening
     socket inherited as file descriptor ``fd`` (see runner.engine) for as long
     as process ``pid`` (its parent, `mlops run`) lives or a stage runs,
-    importing the modules named (by default :data:`PRELOAD`) while it waits."""
+    importing the modules named (by default :data:`PRELOAD`; the engine names
+    :func:`preload`'s) while it waits."""
     args = sys.argv[1:] if argv is None else argv
     listener = socket.socket(fileno=int(args[0]))
     _Server(listener, int(args[1]), args[2:] or list(PRELOAD)).loop()

@@ -10,6 +10,7 @@ other half runs `mlops run` with and without the server and compares outputs.
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import signal
 import socket
@@ -44,6 +45,11 @@ pathlib.Path(sys.argv[1]).write_text(str(os.getpid()))
 time.sleep(120)
 """,
     "broken": "raise ValueError('a bug in the stage')\n",
+    # A built-in's name: says which of what the server imports it was forked with.
+    "ingest": """
+import sys
+print(*sorted(m for m in sys.argv[1:] if m in sys.modules))
+""",
 }
 
 
@@ -64,38 +70,51 @@ class Server:
         )
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
+def _package(tmp_path: Path) -> Path:
+    """A repository whose stages package is warm.py and STAGE_MODULES."""
     root = tmp_path / "repo"
     (root / "stages").mkdir(parents=True)
     for name in ("__init__.py", "warm.py"):
         shutil.copy(ROOT / "stages" / name, root / "stages" / name)
     for name, code in STAGE_MODULES.items():
         (root / "stages" / f"{name}.py").write_text(code)
-    path = str(tmp_path / "s")
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
-    listener.listen(8)
+    return root
+
+
+def _server_env() -> dict[str, str]:
     env = quiet_env()
     env.pop("PYTHONPATH", None)
+    return env
+
+
+def _spawn(root: Path, listener: socket.socket, *preload: str) -> subprocess.Popen[str]:
+    """The server on ``listener``, importing ``preload``; the listener is its."""
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "stages.warm",
-            str(listener.fileno()),
-            str(os.getpid()),
-            "json",
-        ],
-        cwd=root,
-        env=env,
-        pass_fds=(listener.fileno(),),
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+        [sys.executable, "-m", "stages.warm", str(listener.fileno()),
+         str(os.getpid()), *preload],
+        cwd=root, env=_server_env(), pass_fds=(listener.fileno(),),
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
     listener.close()
+    return proc
+
+
+def _listen(path: Path) -> socket.socket:
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(8)
+    return listener
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    root = _package(tmp_path)
+    path = tmp_path / "s"
+    proc = _spawn(root, _listen(path), "json")
     try:
-        yield Server(root, {**env, warm.ENV: path, "PROBE": "given"}, proc)
+        yield Server(
+            root, {**_server_env(), warm.ENV: str(path), "PROBE": "given"}, proc
+        )
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -119,6 +138,72 @@ def test_a_stage_run_by_the_server_looks_like_its_own_process(server: Server) ->
     _, err = broken.communicate(timeout=30)
     assert broken.returncode == 1
     assert "ValueError: a bug in the stage" in err and "Traceback" in err
+
+
+def test_a_stage_waits_for_what_it_needs_which_the_server_imports_first(
+    tmp_path: Path,
+) -> None:
+    """Asked for ingest before anything is imported, the server imports
+    ingest's preloads ahead of the rest and forks it once they are in."""
+    root, path = _package(tmp_path), tmp_path / "s"
+    listener = _listen(path)
+    needs = list(warm.NEEDS["stages.ingest"])
+    later = "sklearn.ensemble"  # first in the list, and not one of ingest's
+    env = {**_server_env(), warm.ENV: str(path)}
+    asker = subprocess.Popen(
+        [sys.executable, "-m", "stages.ingest", later, *needs], cwd=root, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    # Its request waits in the socket's queue before the server starts.
+    assert select.select([listener], [], [], 30)[0], "the stage never asked"
+    proc = _spawn(root, listener, later, *needs)
+    try:
+        out, err = asker.communicate(timeout=60)
+        assert asker.returncode == 0, err
+        assert out.split() == sorted(needs), out
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == f"{warm.SERVED} stages.ingest\n"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_what_the_server_imports_names_only_built_ins_and_its_own_preloads() -> None:
+    from runner.builtins import BUILTINS, STAGES_PACKAGE
+
+    everything = set(warm.preload("sqlite:///x.db"))
+    assert everything == {*warm.PRELOAD, *warm.SQL_STORE}
+    assert set(warm.preload("http://127.0.0.1:5000")) == set(warm.PRELOAD)
+    assert {f"{STAGES_PACKAGE}.{kind}" for kind in BUILTINS} == set(warm.NEEDS)
+    for module, needs in warm.NEEDS.items():
+        assert set(needs) <= everything, module
+
+
+def test_a_stage_gone_while_it_waits_is_never_forked(tmp_path: Path) -> None:
+    root, path = _package(tmp_path), tmp_path / "s"
+    listener = _listen(path)
+    needs = list(warm.NEEDS["stages.ingest"])
+    env = {**_server_env(), warm.ENV: str(path)}
+    asker = subprocess.Popen(
+        [sys.executable, "-m", "stages.ingest", *needs], cwd=root, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert select.select([listener], [], [], 30)[0], "the stage never asked"
+    asker.kill()  # kill -9 while its request waits, as a killed DVC leaves it
+    asker.wait(timeout=10)
+    proc = _spawn(root, listener, *needs)
+    try:
+        subprocess.run(
+            [sys.executable, "-m", "stages.probe", "0"], cwd=root, env=env,
+            capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        proc.terminate()
+        out, _ = proc.communicate(timeout=10)
+        assert out.splitlines() == [f"{warm.SERVED} stages.probe"], out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
 
 
 def test_what_would_start_another_interpreter_runs_in_its_own_process(
@@ -256,6 +341,7 @@ def test_without_a_place_for_the_socket_every_stage_runs_cold(
     plan = SimpleNamespace(
         stages=[SimpleNamespace(uses="train")],
         framework=SimpleNamespace(installed=False),
+        spec=SimpleNamespace(storage=SimpleNamespace(tracking_uri="sqlite:///x.db")),
     )
     with engine.StageServer.open(tmp_path, plan, eager=True) as server:  # type: ignore[arg-type]
         assert server.listener is None and server.proc is None
