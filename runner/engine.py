@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -239,15 +239,19 @@ class StageServer:
         self.listener = listener
         self.dvc_env[variable] = path
 
-    def start(self) -> None:
-        """Start the server, once; a no-op without a socket."""
+    def start(self, kinds: Iterable[str] | None = None) -> None:
+        """Start the server, once; a no-op without a socket.
+
+        ``kinds``: the built-in stages that may still run, when DVC has
+        already skipped the others; the server imports only what they need.
+        """
         if self.listener is None or self.proc is not None:
             return
         fd = self.listener.fileno()
         from stages import warm
 
         args = [sys.executable, "-m", "stages.warm", str(fd), str(os.getpid()),
-                *warm.preload(self.tracking_uri)]  # fmt: skip
+                *warm.preload(self.tracking_uri, kinds)]  # fmt: skip
         if self.installed:
             args.insert(1, "-P")  # as `mlops stage` runs the stages
         try:
@@ -301,6 +305,13 @@ def _failed(stage: str, code: int, tail: deque[str], plan: Plan) -> NoReturn:
     raise RunError(f"stage {stage!r} failed (dvc repro exited with {code}){why}")
 
 
+def _may_run(plan: Plan, outcome: Outcome) -> list[str]:
+    """The built-in stages DVC has not yet skipped or restored: DVC goes through
+    the stages in order, so those it reported are settled."""
+    settled = {*outcome.unchanged, *outcome.restored}
+    return [s.uses for s in plan.stages if s.uses and s.name not in settled]
+
+
 def _repro_args(*, force: bool, pull: bool) -> list[str]:
     from runner.targets.dvc import DVC_FILE
 
@@ -347,8 +358,8 @@ def repro(
         for line in _lines(proc):
             text = line.rstrip("\n")
             tail.append(text)
-            if _RUNNING.match(text):
-                server.start()  # on the first stage that runs: none for a no-op
+            if _RUNNING.match(text):  # the first stage that runs: none for a no-op
+                server.start(_may_run(plan, outcome))
             m = _RUNNING.match(text) or _RESTORED.match(text)
             if m and m.group(1) in outcome.unchanged:
                 outcome.unchanged.remove(m.group(1))  # its pull failed

@@ -32,8 +32,12 @@ import signal
 import socket
 import sys
 import warnings
+from typing import TYPE_CHECKING
 
 from stages import SERVER_ENV as ENV  # the socket's path
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 SWITCH = "MLOPS_WARM_STAGES"  # "0" turns the server off
 SERVED = "served"  # what the server prints, one line per stage it forked
@@ -91,12 +95,21 @@ NEEDS = {
 }
 
 
-def preload(tracking_uri: str) -> list[str]:
-    """What the server imports, in order, for stages tracking to ``tracking_uri``."""
-    if not tracking_uri.startswith(SQLITE):
-        return list(PRELOAD)
-    at = PRELOAD.index("skops.io") + 1
-    return [*PRELOAD[:at], *SQL_STORE, *PRELOAD[at:]]
+def preload(tracking_uri: str, kinds: Iterable[str] | None = None) -> list[str]:
+    """What the server imports, in order, for stages tracking to ``tracking_uri``.
+
+    ``kinds``: the built-in stages that may still run (their ``uses:``), when
+    the run is known to skip the others; only their :data:`NEEDS` are imported
+    (a run that only registers again never loads deepchecks). ``None``: all.
+    """
+    order = list(PRELOAD)
+    if tracking_uri.startswith(SQLITE):
+        at = PRELOAD.index("skops.io") + 1
+        order[at:at] = SQL_STORE
+    if kinds is None:
+        return order
+    needed = {m for kind in kinds for m in NEEDS.get(f"stages.{kind}", PRELOAD)}
+    return [m for m in order if m in needed]
 
 
 # How an interpreter starts, fixed when the server started: a stage whose

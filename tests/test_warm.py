@@ -179,6 +179,29 @@ def test_what_the_server_imports_names_only_built_ins_and_its_own_preloads() -> 
         assert set(needs) <= everything, module
 
 
+def test_once_dvc_skipped_stages_the_server_imports_only_what_the_rest_need() -> None:
+    from types import SimpleNamespace
+
+    from runner.engine import Outcome, _may_run
+
+    pipeline = [("ingest", "ingest"), ("validate", "validate"), ("mine", None),
+                ("train", "train"), ("register", "register")]  # fmt: skip
+    plan = SimpleNamespace(
+        stages=[SimpleNamespace(name=n, uses=u) for n, u in pipeline]
+    )
+    outcome = Outcome(unchanged=["ingest", "validate"], restored=["train"])
+    kinds = _may_run(plan, outcome)  # type: ignore[arg-type]
+    assert kinds == ["register"]
+    full, only = warm.preload("sqlite:///x.db"), warm.preload("sqlite:///x.db", kinds)
+    assert set(only) == set(warm.NEEDS["stages.register"])
+    assert only == [m for m in full if m in only]  # in the server's order
+    assert "deepchecks.tabular" not in only and "sklearn.ensemble" not in only
+    assert not set(warm.SQL_STORE) & set(warm.preload("http://127.0.0.1:5000", kinds))
+    # Nothing settled yet, or a stage that needs everything: all of it.
+    assert _may_run(plan, Outcome()) == ["ingest", "validate", "train", "register"]  # type: ignore[arg-type]
+    assert warm.preload("sqlite:///x.db", ["evaluate"]) == full
+
+
 def test_a_stage_gone_while_it_waits_is_never_forked(tmp_path: Path) -> None:
     root, path = _package(tmp_path), tmp_path / "s"
     listener = _listen(path)
