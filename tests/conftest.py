@@ -36,6 +36,9 @@ from pathlib import Path
 
 import pytest
 
+# Before any test module imports jsonschema: without the libraries behind its
+# format checkers, which no test uses and which cost each worker 0.85 s.
+import runner.jsonschema_import  # noqa: F401
 from tests import figures
 from tests.support import ROOT, TEST_ENV, build_example_run, copy_run, run, store_of
 

@@ -23,7 +23,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from scipy import stats
 
 from stages import common
 from stages.monitor import (
@@ -70,6 +69,8 @@ def features(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def test_ks_statistic_is_scipys_on_ties_and_unequal_sizes() -> None:
+    from scipy import stats  # 0.5 s: imported by the tests that compare with it
+
     rng = np.random.default_rng(3)
     for n, m in ((400, 5000), (30, 7), (1000, 1000)):
         a, b = rng.normal(0, 1, n).round(1), rng.normal(0.2, 1, m).round(1)
@@ -77,6 +78,8 @@ def test_ks_statistic_is_scipys_on_ties_and_unequal_sizes() -> None:
 
 
 def test_a_numeric_columns_score_is_scipys_ks_without_its_nulls() -> None:
+    from scipy import stats
+
     # score_column finds the nulls itself (one isnan, no copy without any):
     # the statistic must still be scipy's on the non-null values, ties and all.
     rng = np.random.default_rng(11)
