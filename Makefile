@@ -39,8 +39,11 @@ run: setup
 	    fonts-noto-color-emoji && mkdir -p .tools && touch $@; \
 	else echo "chromium is missing (not root): the report render test will skip"; fi
 
+# Three workers on two cores: a fifth of the suite's worker time is spent
+# waiting (servers under load, retries, act), which a third worker fills
+# (bench/README.md#test-suite).
 test: setup $(CHECKOV) .tools/chromium.stamp
-	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=40
+	$(BIN)/python -m pytest -n 3 --dist loadfile --no-loadscope-reorder --durations=40
 
 lint: setup
 	$(BIN)/ruff check .

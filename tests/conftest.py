@@ -42,12 +42,12 @@ import runner.jsonschema_import  # noqa: F401
 from tests import figures
 from tests.support import ROOT, TEST_ENV, build_example_run, copy_run, run, store_of
 
-# The longest modules, longest first. `make test` runs two workers with
+# The longest modules, longest first. `make test` runs three workers with
 # `--dist loadfile --no-loadscope-reorder`: whole modules, handed out in
 # collection order (by default xdist orders them by test count, which started
 # the rehearsal, 10 tests and a third of the suite's time, near the end).
 # Starting these first keeps one of them from being the last thing running
-# while the other worker idles. Tests inside a module keep their order.
+# while the others idle. Tests inside a module keep their order.
 SLOWEST_FIRST = ("test_rehearsal.py", "test_promote.py", "test_example_e2e.py")
 
 
