@@ -177,6 +177,7 @@ def _wait_then_run(fd: int) -> int:
 
 if __name__ == "__main__":
     # stages ships in the same distribution as runner (pyproject.toml).
-    from stages import run_then_leave
+    from stages import batch_gc, run_then_leave
 
+    batch_gc()  # DVC's imports are most of this process's work too
     run_then_leave(lambda: main(sys.argv[1:]))

@@ -25,6 +25,7 @@ a stage outlives the process DVC started for it.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import selectors
@@ -403,6 +404,9 @@ class _Server:
         conn.close()
 
     def _fork(self, conn: socket.socket, request: dict, fds: list[int]) -> None:
+        # What is imported so far is never scanned by the child's collector,
+        # nor copied by it (Python's recipe for forking servers, gc.freeze).
+        gc.freeze()
         pid = os.fork()
         if pid == 0:
             self.listener.close()

@@ -133,3 +133,23 @@ def test_it_waits_for_threads_and_pools_as_python_does(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert sorted(proc.stdout.splitlines()) == ["pool task done", "thread done"]
+
+
+def test_a_batch_process_collects_rarely_and_a_server_as_python_does() -> None:
+    """stages.batch_gc for stage processes; stages.serving_gc once a server has
+    loaded what it serves (a fresh interpreter: Python's default thresholds)."""
+    import stages
+
+    program = (
+        "import gc, stages\n"
+        "default = gc.get_threshold()\n"
+        "stages.batch_gc()\n"
+        "batch = gc.get_threshold()\n"
+        "stages.serving_gc()\n"
+        "print(default, batch, gc.get_threshold(), gc.get_freeze_count() > 0)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, check=True
+    ).stdout
+    limit = stages.BATCH_GC_THRESHOLD
+    assert out == f"(700, 10, 10) ({limit}, 10, 10) (700, 10, 10) True\n"

@@ -26,15 +26,16 @@ import psutil
 import pytest
 import yaml
 
+import stages
 from stages import warm
 from tests.support import ROOT, mlops, quiet_env, run
 
 STAGE_MODULES = {
     # Prints who runs it and what it was given, then exits with argv's code.
     "probe": """
-import os, sys
+import gc, os, sys
 print("pid", os.getpid(), "argv", *sys.argv[1:], "env", os.environ.get("PROBE"),
-      "parent", os.getppid())
+      "parent", os.getppid(), "gc", gc.get_threshold()[0])
 print("to stderr", file=sys.stderr)
 raise SystemExit(int(sys.argv[1]))
 """,
@@ -132,7 +133,14 @@ def test_a_stage_run_by_the_server_looks_like_its_own_process(server: Server) ->
     assert words[2:7] == ["argv", "3", "more", "env", "given"], out
     assert err == "to stderr\n"  # its streams are the asker's
     assert _pid_of(out) != proc.pid  # and the server's forked child ran it
-    assert words[7:] == ["parent", str(server.proc.pid)], out
+    # Forked, it collects cycles as a stage process started by Python does.
+    batch = ["gc", str(stages.BATCH_GC_THRESHOLD)]
+    assert words[7:] == ["parent", str(server.proc.pid), *batch], out
+    cold = subprocess.run(
+        [sys.executable, "-m", "stages.probe", "0"], cwd=server.root,
+        env=_server_env(), capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    assert cold.stdout.split()[-2:] == batch, cold.stdout
 
     broken = server.stage("broken")
     _, err = broken.communicate(timeout=30)

@@ -358,4 +358,8 @@ class App:
 
 def create() -> App:
     """The app factory uvicorn calls in each worker, configured from the environment."""
-    return App(json.loads(os.environ[CONFIG_ENV]))
+    import stages
+
+    app = App(json.loads(os.environ[CONFIG_ENV]))
+    stages.serving_gc()  # loaded: from here on it serves
+    return app
