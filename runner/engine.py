@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from runner.dvcstart import EarlyDvc, environment
 from runner.errors import RunError
-from stages.tracking import TRACKING_ENV
+from stages.tracking import chosen_uri
 
 # Imported where used: `mlops run` imports this module to start DVC early
 # (EarlyDvc), before anything that reads a spec is loaded.
@@ -193,8 +193,9 @@ class StageServer:
     def __init__(self, root: Path, installed: bool, tracking_uri: str = "") -> None:
         self.root = root
         self.installed = installed
-        self.tracking_uri = tracking_uri  # the stages' MLflow store
         self.dvc_env = environment()  # DVC's, and so its stages'
+        # The stages' MLflow store: the spec's, unless their environment says.
+        self.tracking_uri = chosen_uri(self.dvc_env, tracking_uri) or ""
         self.folder: str | None = None
         self.listener: socket.socket | None = None
         self.proc: subprocess.Popen[str] | None = None
@@ -211,11 +212,7 @@ class StageServer:
         """
         from stages import warm
 
-        server = cls(root, plan.framework.installed)
-        # Where the stages track, as stages.common.tracking_uri decides.
-        server.tracking_uri = (
-            server.dvc_env.get(TRACKING_ENV) or plan.spec.storage.tracking_uri
-        )
+        server = cls(root, plan.framework.installed, plan.spec.storage.tracking_uri)
         try:
             if warm.enabled(server.dvc_env) and any(s.uses for s in plan.stages):
                 server.listen(warm.ENV)

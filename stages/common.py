@@ -26,7 +26,6 @@ import yaml
 from stages import tracking
 
 PARAMS_FILE = "params.yaml"
-TRACKING_ENV = tracking.TRACKING_ENV
 # Tags written by train and read back by register.
 TAG_GIT_COMMIT = "mlops.git_commit"
 TAG_DATA_HASH = "mlops.data_md5"
@@ -358,7 +357,7 @@ def tracking_uri(params: Mapping[str, Any]) -> str:
     here too (:func:`stages.tracking.bound_client`).
     """
     tracking.bound_client()
-    uri = os.environ.get(TRACKING_ENV) or (params.get("tracking") or {}).get("uri")
+    uri = tracking.chosen_uri(os.environ, (params.get("tracking") or {}).get("uri"))
     if not uri:
         uri = schema_default("storage", "mlflow", "tracking_uri")
     if uri.startswith("sqlite:///"):

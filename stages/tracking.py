@@ -18,7 +18,7 @@ answers costs up to 4 x 20 s per call.
 from __future__ import annotations
 
 import os
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 
 # Where MLflow's client finds its store; when set, it wins over the spec's.
 TRACKING_ENV = "MLFLOW_TRACKING_URI"
@@ -42,3 +42,9 @@ def bound_client(env: MutableMapping[str, str] | None = None) -> None:
     target = os.environ if env is None else env
     for name, value in CLIENT_DEFAULTS.items():
         target.setdefault(name, value)
+
+
+def chosen_uri(env: Mapping[str, str], configured: str | None) -> str | None:
+    """The store a stage tracks to: :data:`TRACKING_ENV` in ``env`` wins over
+    the spec's ``configured`` URI (stages.common and the warm server ask)."""
+    return env.get(TRACKING_ENV) or configured

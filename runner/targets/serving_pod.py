@@ -65,7 +65,6 @@ LABEL_VERSION = "mlops.dev/model-version"
 ANNOTATION_RUN = "mlops.dev/run-id"
 CHECKOV_SKIP = "checkov.io/skip"
 MAX_NAME = 63  # a Service name and a label value are DNS labels
-TRACKING_URI = TRACKING_ENV
 LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
 
 
@@ -135,13 +134,13 @@ def problems(spec: Spec) -> list[tuple[tuple[str, ...], str]]:
             "the Argo CD Application needs the git URL it syncs "
             f"{environment_dir(spec)}/ from; set deploy.argocd.repo or argo.repo",
         ))  # fmt: skip
-    if _is_local(spec.storage.tracking_uri) and TRACKING_URI not in secrets:
+    if _is_local(spec.storage.tracking_uri) and TRACKING_ENV not in secrets:
         found.append((
             ("deploy", "target"),
             "serving pods fetch the model from MLflow, and "
             f"{spec.storage.tracking_uri!r} is a file on this machine; give "
-            f"{TRACKING_URI} in deploy.secrets or argo.secrets "
-            f"(e.g. {TRACKING_URI}: mlflow/uri) "
+            f"{TRACKING_ENV} in deploy.secrets or argo.secrets "
+            f"(e.g. {TRACKING_ENV}: mlflow/uri) "
             "or set storage.mlflow.tracking_uri to the tracking server's URL",
         ))  # fmt: skip
     if replicas["min"] > replicas["max"]:

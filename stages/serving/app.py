@@ -40,6 +40,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from stages import serving_gc
 from stages.serving import inputs, predictor
 from stages.serving.metrics import Metrics
 from stages.serving.predlog import PredictionLog
@@ -358,8 +359,6 @@ class App:
 
 def create() -> App:
     """The app factory uvicorn calls in each worker, configured from the environment."""
-    import stages
-
     app = App(json.loads(os.environ[CONFIG_ENV]))
-    stages.serving_gc()  # loaded: from here on it serves
+    serving_gc()  # loaded: from here on it serves
     return app
