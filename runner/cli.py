@@ -16,6 +16,7 @@ from runner import DEFAULT_SPEC
 from runner.errors import RunError, SpecError
 
 if TYPE_CHECKING:
+    from runner.dvcstart import EarlyDvc
     from runner.plan import Plan
     from runner.spec import Spec
 
@@ -85,9 +86,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def _compiled_repo(
-    args: argparse.Namespace, spec: Spec | None = None
+    args: argparse.Namespace, spec: Spec | None = None, early: EarlyDvc | None = None
 ) -> tuple[Plan, Path]:
-    """Compile the spec and make its folder a git + DVC repository, saying so."""
+    """Compile the spec and make its folder a git + DVC repository, saying so
+    (DVC's part in ``early``, the process the command then runs in, if any)."""
     from runner import compile as compiler
     from runner import engine
     from runner import plan as planner
@@ -99,7 +101,7 @@ def _compiled_repo(
     written = compiler.compile_to(spec, root, framework=framework)
     if written:
         say(f"compiled {', '.join(written)}")
-    for line in engine.prepare(root, plan):
+    for line in engine.prepare(root, plan, early):
         say(line)
     return plan, root
 
@@ -113,7 +115,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
         spec = _load(args)  # bad input: exit 2 before the lock writes anything
         with runlock.held(_root(args)):  # it compiles: not under a running `run`
-            plan, root = _compiled_repo(args, spec)
+            plan, root = _compiled_repo(args, spec, early)
         status = engine.status(root, early)
     will_run = status.will_run(plan)
     say(f"{len(will_run)} of {len(plan.stages)} stages would run:")
@@ -142,7 +144,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         spec = _load(args)  # bad input: exit 2 before the lock writes anything
         with runlock.held(_root(args)):  # compile and repro: one run at a time
-            plan, root = _compiled_repo(args, spec)
+            plan, root = _compiled_repo(args, spec, early)
             if args.pull:
                 remotecheck.check(root)  # a remote that is down is not an empty one
             outcome = engine.repro(

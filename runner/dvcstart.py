@@ -7,14 +7,19 @@ DVC and, to end, ``stages``), and goes on loading, validating and compiling
 the spec while DVC imports on the other core. This process then waits for one
 message on the pipe ``FD``:
 
-- a JSON object ``{"args": [...], "env": {...}}``: it takes ``env`` as its
-  whole environment and runs ``dvc <args>`` exactly as ``python -m dvc`` does,
-  in its working directory, on the streams it was given;
+- a JSON object ``{"args": [...], "env": {...}, "setup": [...]}``: it takes
+  ``env`` as its whole environment, runs each ``[args, what]`` of ``setup``
+  (``dvc init``, ``dvc remote add`` on a repository's first run: 0.6 s as
+  processes of their own, a few milliseconds here) with their output held
+  back, then ``dvc <args>`` exactly as ``python -m dvc`` does, in its working
+  directory, on the streams it was given. A set-up command that fails ends
+  the process with :data:`SETUP_FAILED` and one stderr line,
+  :data:`SETUP_PREFIX` then ``<what> failed: <the last line it printed>``;
 - end of file (the run stopped before DVC was needed: a bad spec, a held lock,
   a failed set-up): it exits 0 without reading or writing anything.
 
 Nothing of the repository is read before the message: the imports touch no
-file of it, so compiling dvc.yaml and ``dvc init`` in the meantime are safe.
+file of it, so compiling dvc.yaml in the meantime is safe.
 
 Once DVC's command has returned, the process ends as every stage process does
 (``stages.run_then_leave``: threads, atexit handlers, flushed streams, then
@@ -31,7 +36,8 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -67,6 +73,13 @@ class EarlyDvc:
     def __init__(self, proc: subprocess.Popen[str], fd: int) -> None:
         self.proc = proc
         self.fd: int | None = fd  # the write end of its message pipe
+        self.setup: list[tuple[list[str], str]] = []  # run before the command
+
+    def before(self, args: list[str], what: str) -> None:
+        """Run ``dvc <args>`` first, when told to go; ``what`` names it in errors."""
+        if self.fd is None:
+            raise RuntimeError("EarlyDvc.before called after go")
+        self.setup.append((list(args), what))
 
     @classmethod
     @contextmanager
@@ -105,7 +118,7 @@ class EarlyDvc:
         """Run ``dvc <args>`` with ``env``; returns the process to read and wait."""
         if self.fd is None:
             raise RuntimeError("EarlyDvc.go called twice")
-        message = json.dumps({"args": args, "env": env}).encode()
+        message = json.dumps({"args": args, "env": env, "setup": self.setup}).encode()
         fd, self.fd = self.fd, None
         try:
             with os.fdopen(fd, "wb") as pipe:
@@ -123,6 +136,12 @@ class EarlyDvc:
         self.proc.kill()
         self.proc.communicate()
 
+
+# How a failed set-up command is told apart from the command's own failure:
+# an exit code no DVC command returns (DVC's own are 0, 1, 141 and 251-255),
+# and a line whose prefix `mlops run` and `mlops plan` look for.
+SETUP_FAILED = 250
+SETUP_PREFIX = "mlops: DVC set-up: "
 
 # What `dvc repro` imports on its way to "didn't change, skipping", in the
 # order it imports them (python -X importtime, DVC 3.67); whatever else a
@@ -172,7 +191,37 @@ def _wait_then_run(fd: int) -> int:
     os.environ.update(message["env"])
     from dvc.cli import main as dvc
 
+    for args, what in message.get("setup", []):
+        code, printed = _quietly(dvc, args)
+        if code != 0:
+            lines = printed.strip().splitlines()
+            last = lines[-1] if lines else f"exit code {code}"
+            sys.stderr.write(f"{SETUP_PREFIX}{what} failed: {last}\n")
+            sys.stderr.flush()
+            return SETUP_FAILED
     return int(dvc(message["args"]))
+
+
+def _quietly(dvc: Callable[[list[str]], int], args: list[str]) -> tuple[int, str]:
+    """``dvc <args>`` with its stdout and stderr held back (DVC's loggers keep
+    their own references to the streams, so it is done on the descriptors)."""
+    with tempfile.TemporaryFile() as held:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        saved = os.dup(1), os.dup(2)
+        try:
+            os.dup2(held.fileno(), 1)
+            os.dup2(held.fileno(), 2)
+            code = int(dvc(args))
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+        held.seek(0)
+        return code, held.read().decode("utf-8", "replace")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from runner.dvcstart import EarlyDvc, environment
+from runner.dvcstart import SETUP_FAILED, SETUP_PREFIX, EarlyDvc, environment
 from runner.errors import RunError
 from stages.tracking import chosen_uri
 
@@ -81,27 +81,49 @@ def _remote_configured(root: Path, name: str, url: str) -> bool:
     ) == _remote_value(url, root)
 
 
-def prepare(root: Path, plan: Plan) -> list[str]:
-    """Make root a git + DVC repository with the spec's remote; say what was done."""
+def prepare(root: Path, plan: Plan, early: EarlyDvc | None = None) -> list[str]:
+    """Make root a git + DVC repository with the spec's remote; say what was done.
+
+    ``early``: the DVC process the command will run in (:class:`EarlyDvc`);
+    `dvc init` and `dvc remote add` then run in it, before the command, instead
+    of as processes of their own (each mostly DVC importing itself). A failure
+    of either is reported as the command's, by :func:`_setup_failure`.
+    """
     done = []
     if not (root / ".git").exists():
         _run(["git", "init", "-q"], root, "git init")
         done.append("initialised git")
+
+    def setup(args: list[str], what: str) -> None:
+        if early is None:
+            _run(dvc(*args), root, what)
+        else:
+            early.before(args, what)
+
     if not (root / ".dvc").exists():
-        _run(dvc("init", "-q"), root, "dvc init")
+        setup(["init", "-q"], "dvc init")
         done.append("initialised DVC")
     storage = plan.spec.storage
     if not _remote_configured(root, storage.remote_name, storage.remote_url):
         if "://" not in storage.remote_url:
             (root / storage.remote_url).mkdir(parents=True, exist_ok=True)
-        _run(
-            dvc("remote", "add", "--default", "--force", storage.remote_name,
-                storage.remote_url),
-            root,
+        setup(
+            ["remote", "add", "--default", "--force", storage.remote_name,
+             storage.remote_url],
             "dvc remote add",
         )  # fmt: skip
         done.append(f"set DVC remote {storage.remote_name!r} to {storage.remote_url}")
     return done
+
+
+def _setup_failure(code: int, lines: Iterable[str]) -> RunError | None:
+    """The error of a set-up command that failed in an early DVC process."""
+    if code != SETUP_FAILED:
+        return None
+    for line in lines:
+        if line.startswith(SETUP_PREFIX):
+            return RunError(line.removeprefix(SETUP_PREFIX).rstrip("\n"))
+    return RunError(f"DVC set-up failed (exit code {code})")
 
 
 @dataclass
@@ -152,6 +174,8 @@ def status(root: Path, early: EarlyDvc | None = None) -> Status:
         text = _run(dvc(*args), root, "dvc status")
     else:
         out, err = early.go(args, environment()).communicate()
+        if failed := _setup_failure(early.proc.returncode, err.splitlines()):
+            raise failed
         text = _checked("dvc status", early.proc.returncode, out, err)
     raw = json.loads(text or "{}")
     reasons = {}
@@ -380,11 +404,13 @@ def repro(
                 finish()
                 outcome.restored.append(m.group(1))
                 say(f"[{step + 1}/{total}] {m.group(1)}: restored from the run-cache")
-            elif text.strip():
-                say("    " + text)
+            elif text.strip() and not text.startswith(SETUP_PREFIX):
+                say("    " + text)  # a set-up failure is said once, as the error
         code = proc.wait()
     outcome.warm = server.served
     outcome.seconds = time.monotonic() - started
+    if failed := _setup_failure(code, tail):
+        raise failed
     if code != 0:
         _failed(current[0] if current else "dvc repro", code, tail, plan)
     finish()

@@ -101,3 +101,42 @@ def test_status_through_an_early_process_reads_its_json_apart_from_stderr(
     with EarlyDvc.start(repo, merged=False) as early, pytest.raises(RunError) as err:
         engine.status(repo, early)
     assert str(err.value).startswith("dvc status failed: ")
+
+
+def test_set_up_runs_in_it_before_the_command_with_its_output_held_back(
+    repo: Path, tmp_path: Path
+) -> None:
+    (repo / "dvc.yaml").write_text(STAGE)
+    store = tmp_path / "store"
+    env = {**environment(), "DVCSTART_SEEN": "after set-up"}
+    with EarlyDvc.start(repo) as early:
+        assert early is not None
+        early.before(["init", "-q"], "dvc init")
+        early.before(["remote", "add", "--default", "s", str(store)], "dvc remote add")
+        assert not (repo / ".dvc").exists()  # nothing runs before go
+        proc = early.go(["repro", "dvc.yaml"], env)
+        out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    assert f"url = {store}" in (repo / ".dvc" / "config").read_text()
+    assert "Setting 's' as a default remote" not in out  # remote add's chatter
+    assert "Running stage 'echo'" in out
+    assert (repo / "seen.txt").read_text() == "after set-up"
+
+
+def test_a_failed_set_up_is_named_and_stops_the_command(repo: Path) -> None:
+    (repo / "mlops.yaml").write_text(
+        "version: 1\nproject: {name: toy, task: regression, target: y}\n"
+        "pipeline:\n  echo:\n    run: python -c \"open('seen.txt', 'w')\"\n"
+        "    outs: [seen.txt]\n"
+    )
+    dvc("init", "-q", cwd=repo)
+    (repo / ".dvc" / "config").write_text("[core\nremote = \n")  # not INI
+    for command in ("plan", "run"):
+        proc = mlops(command, cwd=repo, check=False)
+        assert proc.returncode == 1, (command, proc.stdout, proc.stderr)
+        error = proc.stderr.strip().splitlines()[-1]
+        assert error.startswith("mlops: error: dvc remote add failed: ERROR: "), error
+        assert "config" in error, error
+        assert "Traceback" not in proc.stderr + proc.stdout
+        assert proc.stdout.count("dvc remote add failed") == 0  # said once
+        assert not (repo / "seen.txt").exists()
