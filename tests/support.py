@@ -226,7 +226,11 @@ def copy_run(source: Path, dest: Path) -> Path:
     ``dest``, so the copy reads and writes only its own store; an AssertionError
     names anything that still points back.
     """
-    shutil.copytree(source, dest, symlinks=True)
+    # Bytecode names its source's path inside marshalled data, which a byte
+    # replace would corrupt; Python writes it again for the copy's own files.
+    shutil.copytree(
+        source, dest, symlinks=True, ignore=shutil.ignore_patterns("__pycache__")
+    )
     old, new = f"{source}/", f"{dest}/"
     db = sqlite3.connect(store_of(dest))
     try:
