@@ -332,14 +332,15 @@ class _Server:
             _kill(pid)
 
     def _preload_one(self) -> None:
-        import gc
         import importlib
 
         try:
             importlib.import_module(self.pending.pop(0))
         except Exception:  # noqa: S110 - the child imports it, or fails as it would
             pass
-        gc.freeze()  # keep the loaded objects' pages shared with the children
+        # Never scanned again by this server's collector while it imports the
+        # rest (and _fork freezes what came since, for the children).
+        gc.freeze()
 
     def _drain_wakeups(self) -> None:
         try:
