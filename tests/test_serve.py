@@ -537,11 +537,13 @@ def test_the_log_rotates_by_size_keeping_the_backups(
     want = ["r7", "r6", "r5"]
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:  # the writer thread works in batches
-        files = sorted(p.name for p in server.log_dir.iterdir())
         ids = [e["request_id"] for e in _log_lines(server.log_dir)]
         if ids == want:
             break
         time.sleep(0.1)
+    # Listed after the last line is in (listed before it, under load, the
+    # folder could still be empty while _log_lines waited for the writer).
+    files = sorted(p.name for p in server.log_dir.iterdir())
     assert files == [base, f"{base}.1", f"{base}.2"]
     assert ids == want
 
