@@ -7,7 +7,6 @@ import json
 import re
 import subprocess
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -346,41 +345,54 @@ def test_parameters_reach_the_script_only_through_the_environment() -> None:
     assert manifests[argo.CRON_FILE]["spec"]["schedules"] == ["0 6 * * 1"]
 
 
-def _checkov_results(report: Any) -> tuple[list[Any], list[Any]]:
-    reports = report if isinstance(report, list) else [report]
-    passed: list[Any] = []
-    failed: list[Any] = []
-    for r in reports:
-        if r.get("check_type") == "argo_workflows":
-            passed += r["results"].get("passed_checks", [])
-            failed += r["results"]["failed_checks"]
-    return passed, failed
-
-
-@pytest.mark.parametrize("case", CASES)
-def test_checkov_argo_checks_pass(case: str, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def checkov_argo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, set]]:
+    """Each case's checkov results, passed and failed as (check, file) pairs: one
+    checkov run over every case's argo/ (it takes about 1.7 CPU-seconds to start)."""
     if not CHECKOV.exists():
         missing(f"checkov is absent: run `make {CHECKOV.relative_to(ROOT)}`")
-    for rel, text in compiler.render(specs.load(GOLDEN / case / "mlops.yaml")).items():
-        if rel.startswith("argo/"):
-            (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-            (tmp_path / rel).write_text(text)
+    root = tmp_path_factory.mktemp("checkov-argo")
+    for case in CASES:
+        rendered = compiler.render(specs.load(GOLDEN / case / "mlops.yaml"))
+        for rel, text in rendered.items():
+            if rel.startswith("argo/"):
+                (root / case / rel).parent.mkdir(parents=True, exist_ok=True)
+                (root / case / rel).write_text(text)
     proc = subprocess.run(
         [
             str(CHECKOV),
             *("--framework", "argo_workflows", "--skip-download"),
             *("--check", "CKV_ARGO_1,CKV_ARGO_2", "-o", "json"),
-            *("-d", str(tmp_path / "argo")),
+            *("-d", str(root)),
         ],
         capture_output=True,
         text=True,
         check=False,
         timeout=300,
     )
-    passed, failed = _checkov_results(json.loads(proc.stdout))
-    assert failed == [], [(f["check_id"], f["file_path"]) for f in failed]
+    report = json.loads(proc.stdout)
+    results: dict[str, dict[str, set]] = {
+        case: {"passed": set(), "failed": set()} for case in CASES
+    }
+    for r in report if isinstance(report, list) else [report]:
+        if r.get("check_type") != "argo_workflows":
+            continue
+        for key, found in (("passed", "passed_checks"), ("failed", "failed_checks")):
+            for check in r["results"].get(found, []):
+                # file_path is "/<case>/argo/<file>" under the one root.
+                _, case, argo_dir, name = check["file_path"].split("/")
+                assert argo_dir == "argo", check["file_path"]
+                results[case][key].add((check["check_id"], f"/{name}"))
+    return results
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_checkov_argo_checks_pass(
+    case: str, checkov_argo: dict[str, dict[str, set]]
+) -> None:
+    assert checkov_argo[case]["failed"] == set()
     # The template and the workflow (checkov does not read CronWorkflows).
-    assert {(p["check_id"], p["file_path"]) for p in passed} == {
+    assert checkov_argo[case]["passed"] == {
         (check, f"/{name}")
         for check in ("CKV_ARGO_1", "CKV_ARGO_2")
         for name in ("workflow-template.yaml", "workflow.yaml")
