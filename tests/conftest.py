@@ -47,25 +47,41 @@ from tests.support import ROOT, TEST_ENV, build_example_run, copy_run, run, stor
 # the session (stages.batch_gc; 5 % of the in-process tests' CPU).
 stages.batch_gc()
 
-# The longest modules, longest first. `make test` runs three workers with
-# `--dist loadfile --no-loadscope-reorder`: whole modules, handed out in
-# collection order (by default xdist orders them by test count, which started
-# the rehearsal, 10 tests and a third of the suite's time, near the end).
-# Starting these first keeps one of them from being the last thing running
-# while the others idle. Tests inside a module keep their order.
-SLOWEST_FIRST = ("test_rehearsal.py", "test_promote.py", "test_example_e2e.py")
+# The longest modules first, in this order; the rest follow in collection
+# order. `make test` runs three workers with `--dist loadfile
+# --no-loadscope-reorder`: whole modules, handed out in this order (by default
+# xdist orders them by test count, which started the rehearsal, 10 tests and a
+# sixth of the suite's worker time, near the end). Longest first keeps a long
+# one from being the last thing running while the others idle. Three of them
+# mostly wait (a paced load, serving_load; client retries with back-off,
+# mlflow_faults): 0.1-0.3 of a core for 50-70 s. In collection order they ran
+# side by side and a core idled for a minute (bench/README.md#test-suite), so
+# each is placed where the modules beside it keep both cores busy. Tests inside
+# a module keep their order.
+FIRST = (
+    "test_rehearsal.py",
+    "test_promote.py",
+    "test_example_e2e.py",
+    "test_serving_load.py",  # waits
+    "test_monitor.py",
+    "test_examples.py",
+    "test_mlflow_faults.py",  # waits
+    "test_serve.py",
+    "test_runcache.py",
+)
+
+
+def module_order(paths: list[str]) -> list[str]:
+    """The modules' order: FIRST, then the rest in collection order."""
+    first = [p for name in FIRST for p in paths if Path(p).name == name]
+    return first + [p for p in paths if p not in first]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Put the slowest modules first (see SLOWEST_FIRST); a stable sort."""
-
-    def rank(item: pytest.Item) -> int:
-        name = item.path.name
-        return (
-            SLOWEST_FIRST.index(name) if name in SLOWEST_FIRST else len(SLOWEST_FIRST)
-        )
-
-    items.sort(key=rank)
+    """Order the modules (see module_order); tests keep their order inside."""
+    paths = list(dict.fromkeys(str(item.path) for item in items))
+    position = {path: i for i, path in enumerate(module_order(paths))}
+    items.sort(key=lambda item: position[str(item.path)])
 
 
 # Rows of the README's reliability table, collected from the reports (under
