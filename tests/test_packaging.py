@@ -7,6 +7,8 @@ see this source tree, and runs a hand-written spec in a new git repository.
 from __future__ import annotations
 
 import ast
+import importlib.metadata
+import importlib.util
 import json
 import re
 import subprocess
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
 
 from runner import compile as compiler
 from runner import framework as fw
@@ -118,6 +121,30 @@ def test_wheel_carries_packaged_files_and_every_stage(framework: Installed) -> N
         assert set(BUILTINS[kind].modules) <= names
     for package in ("stages/monitor", "stages/serving", "runner/targets"):
         assert f"{package}/__init__.py" in names
+
+
+def test_the_wheel_requires_the_setuptools_deepchecks_imports(
+    framework: Installed,
+) -> None:
+    # deepchecks imports pkg_resources and does not say so; setuptools 82
+    # dropped it. The venv here sees the dev venv's setuptools, so the
+    # requirement itself is what keeps a user's fresh venv working.
+    with zipfile.ZipFile(framework.wheel) as whl:
+        meta = next(n for n in whl.namelist() if n.endswith(".dist-info/METADATA"))
+        lines = whl.read(meta).decode().splitlines()
+    required = [
+        Requirement(line.split(":", 1)[1])
+        for line in lines
+        if line.startswith("Requires-Dist:")
+    ]
+    setuptools = [r for r in required if r.name == "setuptools" and r.marker is None]
+    assert len(setuptools) == 1, required
+    assert "82.0" not in setuptools[0].specifier
+    assert importlib.metadata.version("setuptools") in setuptools[0].specifier
+    # The reason, while it holds: deepchecks' own module imports it.
+    display = importlib.util.find_spec("deepchecks.utils.display")
+    assert display is not None and display.origin is not None
+    assert "import pkg_resources" in Path(display.origin).read_text()
 
 
 def test_sdist_carries_what_the_wheel_is_built_from(tmp_path: Path) -> None:
