@@ -10,10 +10,16 @@ clone uses this checkout's interpreter, and its `.tools` (checkov) through a
 link. ``PYTHONPATH`` points at the clone, so its code is what runs.
 
 Per round: tests passed, wall time and CPU time (user + system of pytest and
-of every process it waited for). Per module: worker seconds (setup, call and
-teardown summed from ``--durations``), the median over the rounds, slowest
-first. CPU time says more than wall time on a shared or virtual machine, where
-the same tree's runs spread by half a minute. Prints Markdown tables and writes
+of every process it waited for), and the machine's speed just before and after
+it: the CPU-seconds of a fresh ``python -c "import mlflow"`` (the cost most of
+the suite's processes pay) and of a fixed pure-Python loop, medians of three.
+The same tree's suite took 612 CPU-seconds one day and 890-956 on another
+machine of the same kind, where `import mlflow` cost twice as much: without
+these two figures, rounds from different machines cannot be compared.
+Per module: worker seconds (setup, call and teardown summed from
+``--durations``), the median over the rounds, slowest first. CPU time says
+more than wall time on a shared or virtual machine, where the same tree's runs
+spread by half a minute. Prints Markdown tables and writes
 every figure as JSON; exits 1 if a round had a failure.
 """
 
@@ -45,6 +51,27 @@ def pytest_args(makefile: Path) -> list[str]:
     line = next(x for x in recipe.splitlines() if " -m pytest" in x)
     args = shlex.split(line.split(" -m pytest", 1)[1])
     return [re.sub(r"^--durations=\d+$", "--durations=0", a) for a in args]
+
+
+# The fixed loop: ten million additions, pure interpreter work.
+LOOP = "s = 0\nfor i in range(10_000_000):\n    s += i * i\n"
+PROBES = {"import mlflow": "import mlflow", "loop": LOOP}
+
+
+def _cpu_of(code: str) -> float:
+    """CPU-seconds of a fresh interpreter running ``code``."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run([sys.executable, "-c", code], check=True, env=ENV)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def machine() -> dict[str, float]:
+    """The machine's speed now: each probe's CPU-seconds, median of three."""
+    return {
+        name: statistics.median(_cpu_of(code) for _ in range(3))
+        for name, code in PROBES.items()
+    }
 
 
 def one_round(args: list[str]) -> dict[str, object]:
@@ -85,19 +112,33 @@ def one_round(args: list[str]) -> dict[str, object]:
     }
 
 
+def probed_round(args: list[str]) -> dict[str, object]:
+    """One round, the machine probed before and after it (the mean of both)."""
+    first = machine()
+    result = one_round(args)
+    last = machine()
+    result["machine"] = {k: (first[k] + last[k]) / 2 for k in PROBES}
+    return result
+
+
 def report(rounds: list[dict], args: list[str], path: Path, top: int) -> None:
     load = os.getloadavg()
     print(
         f"Python {sys.version.split()[0]}, {os.cpu_count()} cores, load "
         f"{load[0]:.1f}; pytest {' '.join(args)}\n"
     )
-    print("| round | passed | failed | wall (s) | CPU (s) | CPU / wall |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(
+        "| round | passed | failed | wall (s) | CPU (s) | CPU / wall "
+        "| `import mlflow` (CPU s) | loop (CPU s) |"
+    )
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for i, r in enumerate(rounds, 1):
         c = r["counts"]
+        m = r["machine"]
         print(
             f"| {i} | {c.get('passed', 0)} | {c.get('failed', 0) + c.get('error', 0)} "
-            f"| {r['wall']:.0f} | {r['cpu']:.0f} | {r['cpu'] / r['wall']:.2f} |"
+            f"| {r['wall']:.0f} | {r['cpu']:.0f} | {r['cpu'] / r['wall']:.2f} "
+            f"| {m['import mlflow']:.2f} | {m['loop']:.2f} |"
         )
     names = {m for r in rounds for m in r["modules"]}
     median = {
@@ -122,7 +163,7 @@ def main() -> int:
     rounds = []
     for i in range(args.repeat):
         print(f"round {i + 1} of {args.repeat}", file=sys.stderr, flush=True)
-        rounds.append(one_round(pytest))
+        rounds.append(probed_round(pytest))
     report(rounds, pytest, args.json, args.top)
     return 0 if all(r["exit"] == 0 for r in rounds) else 1
 
