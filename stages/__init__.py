@@ -31,6 +31,18 @@ def serving_gc() -> None:
     _gc.set_threshold(*_DEFAULT_GC)
 
 
+def quiet_pkg_resources() -> None:
+    """Before deepchecks is imported: it imports pkg_resources, which warns on
+    import that it is deprecated. The warning is for deepchecks (whose last
+    release it is), not for whoever reads a stage's log; pyproject.toml pins a
+    setuptools that still has pkg_resources."""
+    import warnings
+
+    warnings.filterwarnings(
+        "ignore", message="pkg_resources is deprecated", category=UserWarning
+    )
+
+
 # `python -m stages.<kind>`: while the package is found, argv[0] is "-m".
 if _sys.argv[:1] == ["-m"]:
     batch_gc()

@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+import stages
 from stages import common
 
 
@@ -37,6 +38,7 @@ def load_deepchecks() -> None:
     from runner import jsonschema_import
 
     jsonschema_import.load()
+    stages.quiet_pkg_resources()
 
 
 def deepchecks_dataset(df: pd.DataFrame, target: str) -> Any:

@@ -35,6 +35,7 @@ import sys
 import warnings
 from typing import TYPE_CHECKING
 
+import stages
 from stages import SERVER_ENV as ENV  # the socket's path
 
 if TYPE_CHECKING:
@@ -450,6 +451,8 @@ def main(argv: list[str] | None = None) -> int:
     :func:`preload`'s) while it waits."""
     args = sys.argv[1:] if argv is None else argv
     listener = socket.socket(fileno=int(args[0]))
+    # Its children start from the filters of a fresh interpreter (_FRESH_WARNINGS).
+    stages.quiet_pkg_resources()
     _Server(listener, int(args[1]), args[2:] or list(PRELOAD)).loop()
     return 0
 

@@ -15,8 +15,9 @@ in .mlops/ (version 1 of cancer-classifier @candidate). It is independent: its
 store names only its own folder (tests/support.copy_run rewrites the paths
 MLflow records, and fails if any remain; tests/test_example_e2e.py proves it).
 Never write into ``example_run.root`` itself: every copy would see it, and
-``copy`` fails once its store has changed. ``example_run.stdout`` is what that
-cold `mlops run` printed, for assertions on the cold run itself.
+``copy`` fails once its store has changed. ``example_run.stdout`` and
+``.stderr`` are what that cold `mlops run` printed, for assertions on the cold
+run itself.
 
 Under pytest-xdist the workers share it: the first to need it builds it under
 a file lock in the folder above the workers' own temp folders, the other waits
@@ -142,6 +143,7 @@ class ExampleRun:
     root: Path
     store_sha256: str
     stdout: str  # what the cold `mlops run` printed
+    stderr: str
 
     def copy(self, dest: Path) -> Path:
         """A private copy at ``dest`` (which must not exist); returns ``dest``."""
@@ -168,10 +170,15 @@ def example_run(tmp_path_factory: pytest.TempPathFactory) -> ExampleRun:
         base = base.parent  # this session's folder, above every worker's own
     folder = base / "example-run"
     done, stdout = folder / "store.sha256", folder / "run.stdout"
+    stderr = folder / "run.stderr"
     with _locked(base / "example-run.lock"):
         if not done.exists():
             shutil.rmtree(folder, ignore_errors=True)  # a build that failed
             stdout.parent.mkdir(parents=True)
-            stdout.write_text(build_example_run(folder / "repo"))
+            out, err = build_example_run(folder / "repo")
+            stdout.write_text(out)
+            stderr.write_text(err)
             done.write_text(_digest(store_of(folder / "repo")))
-    return ExampleRun(folder / "repo", done.read_text(), stdout.read_text())
+    return ExampleRun(
+        folder / "repo", done.read_text(), stdout.read_text(), stderr.read_text()
+    )

@@ -142,12 +142,12 @@ def example_env() -> dict[str, str]:
     return env
 
 
-def build_example_run(root: Path) -> str:
+def build_example_run(root: Path) -> tuple[str, str]:
     """The bundled example, committed on `main` in a fresh repository, run once cold.
 
     One commit ("example") holds mlops.yaml and stages/; the run's outputs, dvc.lock
     and the MLflow store in .mlops/ stay uncommitted, as after a first `mlops run`.
-    Returns what `mlops run` printed.
+    Returns what `mlops run` printed: its stdout and its stderr.
     """
     root.mkdir(parents=True)
     shutil.copytree(
@@ -158,7 +158,8 @@ def build_example_run(root: Path) -> str:
     run(["git", "init", "-q", "-b", "main"], cwd=root, env=env)
     run(["git", "add", "-A", "mlops.yaml", "stages"], cwd=root, env=env)
     run(["git", "commit", "-qm", "example"], cwd=root, env=env)
-    return run([sys.executable, "-m", "runner.cli", "run"], cwd=root, env=env).stdout
+    proc = run([sys.executable, "-m", "runner.cli", "run"], cwd=root, env=env)
+    return proc.stdout, proc.stderr
 
 
 def _rewritable(root: Path) -> Iterator[Path]:

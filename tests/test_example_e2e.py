@@ -63,6 +63,9 @@ def test_example_runs_then_skips_then_reruns_only_downstream(
 ) -> None:
     # The session's cold run of the example (tests/conftest.py) is the first run.
     first = example_run.stdout
+    # Nothing but the run's own lines: no library's warnings (deepchecks'
+    # pkg_resources one, from a stage or the warm server that preloads it).
+    assert "Warning" not in first + example_run.stderr, example_run.stderr
     repo = example_run.copy(tmp_path / "repo")
     # This repository's own layout: tests/golden/*/dvc.yaml hold stages with the
     # same names, which neither the plan nor the later runs may count as ours.
