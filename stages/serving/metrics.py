@@ -13,11 +13,13 @@
 
 With more than one worker, prometheus-client's multiprocess mode is on
 (``PROMETHEUS_MULTIPROC_DIR``, set by :mod:`stages.serving.server` before the
-workers start) and ``/metrics`` adds up every worker's files.
+workers start) and ``/metrics`` adds up every worker's files, leaving out the
+ones a worker has created but not yet sized (:func:`sized_files`).
 """
 
 from __future__ import annotations
 
+import glob
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -114,10 +116,44 @@ class Metrics:
         """The text ``/metrics`` answers, and its content type."""
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-        if os.environ.get(MULTIPROC_ENV):
-            from prometheus_client import CollectorRegistry, multiprocess
+        path = os.environ.get(MULTIPROC_ENV)
+        if path:
+            from prometheus_client import CollectorRegistry
 
             registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
+            registry.register(_WorkersCollector(path))
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def sized_files(path: str) -> list[str]:
+    """The workers' metric files in ``path`` that have been sized.
+
+    prometheus-client creates a worker's file empty and sizes it just after
+    (``MmapedDict.__init__``); its ``MultiProcessCollector`` reads every file,
+    and an empty one makes it raise ``struct.error``, which failed the whole of
+    ``/metrics`` with a 500 (client_python issue 1199, open). An empty file
+    holds no value yet, and one that a worker killed in between left empty
+    never will: leaving it out loses nothing.
+    """
+    found = []
+    for name in sorted(glob.glob(os.path.join(path, "*.db"))):
+        try:
+            if os.stat(name).st_size > 0:
+                found.append(name)
+        except FileNotFoundError:  # removed since the listing
+            continue
+    return found
+
+
+class _WorkersCollector:
+    """Every worker's metrics, added up as prometheus-client's multiprocess
+    mode does, from :func:`sized_files` only."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def collect(self) -> Any:
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        return MultiProcessCollector.merge(sized_files(self.path), accumulate=True)
