@@ -53,7 +53,7 @@ stages.batch_gc()
 # --no-loadscope-reorder`: whole modules, handed out in this order (by default
 # xdist orders them by test count, which started the rehearsal, 10 tests and a
 # sixth of the suite's worker time, near the end). Longest first keeps a long
-# one from being the last thing running while the others idle. Three of them
+# one from being the last thing running while the others idle. Two of them
 # mostly wait (a paced load, serving_load; client retries with back-off,
 # mlflow_faults): 0.1-0.3 of a core for 50-70 s. In collection order they ran
 # side by side and a core idled for a minute (bench/README.md#test-suite), so
