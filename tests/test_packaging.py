@@ -14,12 +14,14 @@ import re
 import subprocess
 import sys
 import tarfile
+import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
 import yaml
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 
 from runner import compile as compiler
 from runner import framework as fw
@@ -145,6 +147,50 @@ def test_the_wheel_requires_the_setuptools_deepchecks_imports(
     display = importlib.util.find_spec("deepchecks.utils.display")
     assert display is not None and display.origin is not None
     assert "import pkg_resources" in Path(display.origin).read_text()
+
+
+def _admitted_pythons() -> list[str]:
+    """Every Python release pyproject's requires-python admits, patch by patch,
+    up to patch releases that do not exist yet."""
+    wanted = SpecifierSet(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+            "requires-python"
+        ]
+    )
+    candidates = (f"3.{minor}.{patch}" for minor in range(20) for patch in range(30))
+    return [v for v in candidates if v in wanted]
+
+
+def _pins() -> dict[str, str]:
+    """constraints.txt as name -> version."""
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        requirement = line.split("#", 1)[0].strip()
+        if requirement:
+            name, _, version = requirement.partition("==")
+            assert version, f"constraints.txt: {line!r} is not an exact pin"
+            pins[name] = version
+    return pins
+
+
+def test_every_pin_installs_on_every_python_the_project_admits() -> None:
+    # "Python 3.11" is any patch release of it: Debian 12 ships 3.11.2.
+    # soupsieve 3.0 and later want 3.11.5, and pinning one broke `make setup`
+    # there. The venv holds the pinned tree, so its metadata is the index's.
+    pythons = _admitted_pythons()
+    assert pythons[:1] == ["3.11.0"], pythons
+    refused = {}
+    for name, version in _pins().items():
+        dist = importlib.metadata.distribution(name)
+        assert dist.version == version, f"{name}: the venv has {dist.version}"
+        needs = dist.metadata.get("Requires-Python")
+        if needs:
+            left_out = [v for v in pythons if v not in SpecifierSet(needs)]
+            if left_out:
+                refused[f"{name}=={version}"] = (
+                    f"Requires-Python {needs}, so not {left_out[0]}"
+                )
+    assert not refused, refused
 
 
 def test_sdist_carries_what_the_wheel_is_built_from(tmp_path: Path) -> None:
