@@ -10,12 +10,14 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
+from packaging.specifiers import SpecifierSet
 
 from runner.dvcstart import QUIET_ENV
 
@@ -35,6 +37,15 @@ TEST_ENV = {
     # polling: about a third of a core for as long as the server runs.
     "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
 }
+
+
+def admitted_pythons() -> list[str]:
+    """Every Python release pyproject's requires-python admits, patch by patch,
+    up to patch releases that do not exist yet."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = SpecifierSet(project["requires-python"])
+    candidates = (f"3.{minor}.{patch}" for minor in range(20) for patch in range(40))
+    return [v for v in candidates if v in wanted]
 
 
 def missing(reason: str) -> NoReturn:

@@ -14,7 +14,6 @@ import re
 import subprocess
 import sys
 import tarfile
-import tomllib
 import zipfile
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from runner.builtins import BUILTINS
 from runner.errors import SpecError
 from runner.targets import github, pod, serving_pod
 from tests.installed import Installed, copy_sources, installed_framework, make_venv
-from tests.support import ROOT, missing
+from tests.support import ROOT, admitted_pythons, missing
 
 CHECKOV = ROOT / ".tools" / "checkov" / "bin" / "checkov"
 
@@ -149,18 +148,6 @@ def test_the_wheel_requires_the_setuptools_deepchecks_imports(
     assert "import pkg_resources" in Path(display.origin).read_text()
 
 
-def _admitted_pythons() -> list[str]:
-    """Every Python release pyproject's requires-python admits, patch by patch,
-    up to patch releases that do not exist yet."""
-    wanted = SpecifierSet(
-        tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
-            "requires-python"
-        ]
-    )
-    candidates = (f"3.{minor}.{patch}" for minor in range(20) for patch in range(30))
-    return [v for v in candidates if v in wanted]
-
-
 def _pins() -> dict[str, str]:
     """constraints.txt as name -> version."""
     pins = {}
@@ -177,7 +164,7 @@ def test_every_pin_installs_on_every_python_the_project_admits() -> None:
     # "Python 3.11" is any patch release of it: Debian 12 ships 3.11.2.
     # soupsieve 3.0 and later want 3.11.5, and pinning one broke `make setup`
     # there. The venv holds the pinned tree, so its metadata is the index's.
-    pythons = _admitted_pythons()
+    pythons = admitted_pythons()
     assert pythons[:1] == ["3.11.0"], pythons
     refused = {}
     for name, version in _pins().items():
