@@ -135,13 +135,14 @@ def test_a_cold_run_elsewhere_matches_the_committed_dvc_lock(
         " (re-record the baseline after changing stage code: `mlops run` at the root)"
     )
     same = len(committed) - len(differ)
+    verdict = f"{same} of {len(committed)} outputs byte-identical"
     if release is None:
-        verdict = f"{same} of {len(committed)} outputs byte-identical, the model directory included"
+        verdict += ", the model directory included"
     else:
-        verdict = (
-            f"{same} of {len(committed)} outputs byte-identical, and the model directory "
-            f"but for the Python release it records ({release} at the root, "
-            f"{platform.python_version()} here)"
+        here = platform.python_version()
+        verdict += (
+            ", and the model directory but for the Python release it records"
+            f" ({release} at the root, {here} here)"
         )
     figure(
         "fault",
