@@ -149,14 +149,15 @@ def test_the_wheel_requires_the_setuptools_deepchecks_imports(
 
 
 def _pins() -> dict[str, str]:
-    """constraints.txt as name -> version."""
+    """constraints.txt as name -> version; every line an exact pin."""
     pins = {}
-    for line in (ROOT / "constraints.txt").read_text().splitlines():
-        requirement = line.split("#", 1)[0].strip()
-        if requirement:
-            name, _, version = requirement.partition("==")
-            assert version, f"constraints.txt: {line!r} is not an exact pin"
-            pins[name] = version
+    for line in (ROOT / fw.CONSTRAINTS).read_text().splitlines():
+        text = line.split("#", 1)[0].strip()
+        if text:
+            pin = Requirement(text)
+            (spec,) = pin.specifier
+            assert spec.operator == "==", f"{fw.CONSTRAINTS}: {line!r} is not a pin"
+            pins[pin.name] = spec.version
     return pins
 
 
@@ -165,7 +166,7 @@ def test_every_pin_installs_on_every_python_the_project_admits() -> None:
     # soupsieve 3.0 and later want 3.11.5, and pinning one broke `make setup`
     # there. The venv holds the pinned tree, so its metadata is the index's.
     pythons = admitted_pythons()
-    assert pythons[:1] == ["3.11.0"], pythons
+    assert pythons, "pyproject's requires-python admits no release"
     refused = {}
     for name, version in _pins().items():
         dist = importlib.metadata.distribution(name)
