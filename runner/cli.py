@@ -45,16 +45,24 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from runner import init
+    from runner.dvcstart import EarlyDvc
 
-    opts = init.Options(args.data, args.target, args.name, args.task, args.force)
-    try:
-        data = init.run(opts, Path.cwd(), say)
-    except init.InitError as exc:
-        print(f"mlops init: {exc}", file=sys.stderr)  # noqa: T201
-        return EXIT_SPEC
-    args.file = DEFAULT_SPEC
-    _compiled_repo(args)  # the compile and set-up that `mlops run` does
+    # DVC imports itself while the data is read, and `dvc init` and `dvc
+    # remote add` then run in that one process instead of two of their own.
+    with EarlyDvc.start(Path.cwd(), merged=False) as early:
+        from runner import engine, init
+
+        opts = init.Options(args.data, args.target, args.name, args.task, args.force)
+        try:
+            data = init.run(opts, Path.cwd(), say)
+        except init.InitError as exc:
+            print(f"mlops init: {exc}", file=sys.stderr)  # noqa: T201
+            return EXIT_SPEC
+        args.file = DEFAULT_SPEC
+        # The compile and set-up that `mlops run` does.
+        _compiled_repo(args, early=early)
+        if early is not None:
+            engine.set_up(early)
     say(init.next_steps(data))
     return 0
 

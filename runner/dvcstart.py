@@ -12,7 +12,8 @@ message on the pipe ``FD``:
   (``dvc init``, ``dvc remote add`` on a repository's first run: 0.6 s as
   processes of their own, a few milliseconds here) with their output held
   back, then ``dvc <args>`` exactly as ``python -m dvc`` does, in its working
-  directory, on the streams it was given. A set-up command that fails ends
+  directory, on the streams it was given; ``"args": null`` (`mlops init`,
+  which only sets up) ends with 0 after the set-up. A set-up command that fails ends
   the process with :data:`SETUP_FAILED` and one stderr line,
   :data:`SETUP_PREFIX` then ``<what> failed: <the last line it printed>``;
 - end of file (the run stopped before DVC was needed: a bad spec, a held lock,
@@ -114,8 +115,9 @@ class EarlyDvc:
         finally:
             early.discard()
 
-    def go(self, args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
-        """Run ``dvc <args>`` with ``env``; returns the process to read and wait."""
+    def go(self, args: list[str] | None, env: dict[str, str]) -> subprocess.Popen[str]:
+        """Run ``dvc <args>`` with ``env`` (``None``: only the set-up); returns
+        the process to read and wait."""
         if self.fd is None:
             raise RuntimeError("EarlyDvc.go called twice")
         message = json.dumps({"args": args, "env": env, "setup": self.setup}).encode()
@@ -199,6 +201,8 @@ def _wait_then_run(fd: int) -> int:
             sys.stderr.write(f"{SETUP_PREFIX}{what} failed: {last}\n")
             sys.stderr.flush()
             return SETUP_FAILED
+    if message["args"] is None:
+        return 0
     return int(dvc(message["args"]))
 
 

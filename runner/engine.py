@@ -116,6 +116,17 @@ def prepare(root: Path, plan: Plan, early: EarlyDvc | None = None) -> list[str]:
     return done
 
 
+def set_up(early: EarlyDvc) -> None:
+    """Run the set-up :func:`prepare` left in ``early`` (started with
+    ``merged=False``), and nothing after it: what `mlops init` needs of DVC."""
+    if not early.setup:
+        return  # a repository set up already: the process is discarded unused
+    out, err = early.go(None, environment()).communicate()
+    if failed := _setup_failure(early.proc.returncode, err.splitlines()):
+        raise failed
+    _checked("dvc set-up", early.proc.returncode, out, err)
+
+
 def _setup_failure(code: int, lines: Iterable[str]) -> RunError | None:
     """The error of a set-up command that failed in an early DVC process."""
     if code != SETUP_FAILED:

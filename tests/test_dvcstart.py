@@ -1,4 +1,4 @@
-"""The DVC process `mlops run` starts before it reads the spec (runner/dvcstart.py).
+"""The DVC process started before the spec or the data is read (runner/dvcstart.py).
 
 Real DVC throughout: the process is started in a repository, told to go (or
 not), and what it runs, prints and exits with is checked, as is that a run
@@ -8,6 +8,7 @@ which stops before DVC is needed leaves no process and no file behind.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,46 @@ def test_a_failed_set_up_is_named_and_stops_the_command(repo: Path) -> None:
         said = proc.stdout + proc.stderr
         assert said.count("dvc remote add failed") == 1  # once, as the error
         assert not (repo / "seen.txt").exists()
+
+
+def test_set_up_alone_runs_no_command(repo: Path, tmp_path: Path) -> None:
+    # What `mlops init` asks of it: the set-up, then nothing (no repro).
+    (repo / "dvc.yaml").write_text(STAGE)
+    store = tmp_path / "store"
+    with EarlyDvc.start(repo, merged=False) as early:
+        assert early is not None
+        early.before(["init", "-q"], "dvc init")
+        early.before(["remote", "add", "--default", "s", str(store)], "dvc remote add")
+        engine.set_up(early)
+    assert early.proc.returncode == 0
+    assert f"url = {store}" in (repo / ".dvc" / "config").read_text()
+    assert not (repo / "seen.txt").exists() and not (repo / "dvc.lock").exists()
+    # Nothing to set up: the process is never told to go, and is gone.
+    with EarlyDvc.start(repo, merged=False) as early:
+        assert early is not None
+        engine.set_up(early)
+        assert early.fd is not None  # still waiting: set_up sent nothing
+    assert early.proc.returncode is not None
+    assert early.proc.pid not in _processes_in(repo)
+
+
+def test_init_names_a_failed_dvc_set_up_and_leaves_no_process(repo: Path) -> None:
+    data = repo / "data" / "table.csv"
+    data.parent.mkdir()
+    data.write_text("x,y\n" + "".join(f"{i},{i % 7 * 1.5}\n" for i in range(60)))
+    dvc("init", "-q", cwd=repo)
+    (repo / ".dvc" / "config").write_text("[core\nremote = \n")  # not INI
+    proc = mlops("init", "--data", "data/table.csv", "--target", "y", cwd=repo,
+                 check=False)  # fmt: skip
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    error = proc.stderr.strip().splitlines()[-1]
+    assert error.startswith("mlops: error: dvc remote add failed: ERROR: "), error
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert (proc.stdout + proc.stderr).count("dvc remote add failed") == 1
+    assert _processes_in(repo) == []
+    # Repaired, the same command sets up what it could not.
+    shutil.rmtree(repo / ".dvc")
+    out = mlops("init", "--data", "data/table.csv", "--target", "y", "--force",
+                cwd=repo).stdout  # fmt: skip
+    assert "initialised DVC" in out and "set DVC remote 'storage'" in out, out
+    assert "url = ../.mlops/dvc-remote" in (repo / ".dvc" / "config").read_text()
