@@ -271,6 +271,11 @@ class StageServer:
         self.listener = listener
         self.dvc_env[variable] = path
 
+    @property
+    def startable(self) -> bool:
+        """A socket is waiting and the server has not been started."""
+        return self.listener is not None and self.proc is None
+
     def start(self, kinds: Iterable[str] | None = None) -> None:
         """Start the server, once; a no-op without a socket.
 
@@ -344,6 +349,28 @@ def _may_run(plan: Plan, outcome: Outcome) -> list[str]:
     return [s.uses for s in plan.stages if s.uses and s.name not in settled]
 
 
+def _wants_warm(plan: Plan, running: str) -> bool:
+    """Whether the stage DVC has started is a reason to start the warm server.
+
+    A built-in stage asks the server at once. A custom one never does: it is
+    a reason only when a built-in stage depends on it, and so will most
+    likely run next. A custom stage that none depends on (a cost, a report)
+    starts nothing: the server would import MLflow and scikit-learn beside it
+    for built-in stages DVC is about to skip (in examples/custom-stages, a new
+    price re-runs `cost` alone: 2.4 s and 3.4 CPU-seconds with the server,
+    1.5 s and 1.8 without). A built-in stage that does run later starts the
+    server then.
+    """
+    try:
+        stage = plan.stage(running)
+    except KeyError:  # not a stage of the spec's dvc.yaml: as if built-in
+        return True
+    if stage.uses:
+        return True
+    later = plan.downstream_closure({running}) - {running}
+    return any(plan.stage(name).uses for name in later)
+
+
 def _repro_args(*, force: bool, pull: bool) -> list[str]:
     from runner.targets.dvc import DVC_FILE
 
@@ -390,8 +417,10 @@ def repro(
         for line in _lines(proc):
             text = line.rstrip("\n")
             tail.append(text)
-            if _RUNNING.match(text):  # the first stage that runs: none for a no-op
-                server.start(_may_run(plan, outcome))
+            # The first stage that runs starts the server (none for a no-op).
+            if (m := _RUNNING.match(text)) and server.startable:
+                if _wants_warm(plan, m.group(1)):
+                    server.start(_may_run(plan, outcome))
             m = _RUNNING.match(text) or _RESTORED.match(text)
             if m and m.group(1) in outcome.unchanged:
                 outcome.unchanged.remove(m.group(1))  # its pull failed

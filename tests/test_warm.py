@@ -378,3 +378,20 @@ def test_without_a_place_for_the_socket_every_stage_runs_cold(
         assert server.listener is None and server.proc is None
         assert warm.ENV not in server.dvc_env
     assert server.served == 0
+
+
+def test_a_custom_stage_starts_the_server_only_for_built_ins_after_it() -> None:
+    from runner import plan as planner
+    from runner import spec as specs
+    from runner.engine import _wants_warm
+
+    plan = planner.build(specs.load(ROOT / "examples" / "custom-stages" / "mlops.yaml"))
+    by_name = {s.name: s for s in plan.stages}
+    assert by_name["cost"].uses is None and by_name["features"].uses is None
+    # Nothing built-in reads cost's output: the server would only load for
+    # stages DVC then skips.
+    assert not _wants_warm(plan, "cost")
+    # ingest reads what features writes: it and the rest run next, warm.
+    assert _wants_warm(plan, "features")
+    assert all(_wants_warm(plan, s.name) for s in plan.stages if s.uses)
+    assert _wants_warm(plan, "not-a-stage")  # DVC's own name for one: as before
