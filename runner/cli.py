@@ -359,8 +359,8 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _init_parser(sub)
     commands: list[tuple[str, str, Callable[[argparse.Namespace], int]]] = [
-        ("validate", "check mlops.yaml and report every problem", cmd_validate),
-        ("compile", "write dvc.yaml and params.yaml from mlops.yaml", cmd_compile),
+        ("validate", "check mlops.yaml and report the problems found", cmd_validate),
+        ("compile", "write every generated file from mlops.yaml", cmd_compile),
         ("plan", "show which stages would run and why, without running them", cmd_plan),
         ("run", "compile, set up git and DVC if needed, and run the pipeline", cmd_run),
         (
