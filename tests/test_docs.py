@@ -240,6 +240,25 @@ def test_every_command_of_the_cli_has_a_row_in_the_commands_page() -> None:
     assert sorted(set(sub.choices or ()) - rows) == []
 
 
+def test_every_option_of_a_command_is_in_its_usage_on_the_commands_page() -> None:
+    from runner.cli import parser
+
+    sub = next(a for a in parser()._actions if a.dest == "command")
+    text = (ROOT / "docs" / "commands.md").read_text(encoding="utf-8")
+    missing = []
+    for name, command in (sub.choices or {}).items():
+        usages = " ".join(
+            re.findall(rf"^\| `(mlops {name}\b[^`]*)`", text, flags=re.MULTILINE)
+        )
+        for action in command._actions:
+            # -h and -f are every command's, said once under the table.
+            longs = [o for o in action.option_strings if o.startswith("--")]
+            if longs and longs[0] not in ("--help", "--file"):
+                if not re.search(rf"{re.escape(longs[0])}\b", usages):
+                    missing.append(f"mlops {name} {longs[0]}")
+    assert missing == []
+
+
 # --- the front page --------------------------------------------------------
 
 
