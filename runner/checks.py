@@ -10,9 +10,9 @@ import difflib
 import itertools
 import posixpath
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from runner import wiring
+from runner import signatures, wiring
 from runner.builtins import ARTIFACTS_DIR
 from runner.errors import Problem
 from runner.yamlsource import Document
@@ -242,14 +242,18 @@ def custom_outputs_outside_artifacts(spec: Spec, doc: Document) -> Iterator[Prob
             )
 
 
+def _allowed_modules(settings: dict[str, Any]) -> tuple[str, ...]:
+    return DEFAULT_ALLOWED_MODULES + tuple(
+        p if p.endswith(".") else p + "." for p in settings.get("allow", ())
+    )
+
+
 def estimators_allowed(spec: Spec, doc: Document) -> Iterator[Problem]:
     for stage in spec.stages:
         if stage.uses not in ("train", "tune"):
             continue
         estimator = stage.settings.get("estimator", "")
-        allowed = DEFAULT_ALLOWED_MODULES + tuple(
-            p if p.endswith(".") else p + "." for p in stage.settings.get("allow", ())
-        )
+        allowed = _allowed_modules(stage.settings)
         if not estimator.startswith(allowed):
             yield doc.problem(
                 ("pipeline", stage.name, "with", "estimator"),
@@ -257,6 +261,40 @@ def estimators_allowed(spec: Spec, doc: Document) -> Iterator[Problem]:
                 f"({', '.join(allowed)}); add its module prefix to `with.allow`",
                 at_value=True,
             )
+
+
+# The key of each estimator-taking stage whose keys are the estimator's parameters.
+PARAMETER_KEYS = {"train": "params", "tune": "space"}
+
+
+def estimator_parameters_exist(spec: Spec, doc: Document) -> Iterator[Problem]:
+    """A parameter the estimator's `__init__` does not take, read from its source.
+
+    Only where the source says for sure (runner/signatures.py); otherwise the
+    stage's own check at run time names it.
+    """
+    for stage in spec.stages:
+        key = PARAMETER_KEYS.get(stage.uses or "")
+        if key is None:
+            continue
+        given = stage.settings.get(key)
+        estimator = stage.settings.get("estimator", "")
+        if not given or not estimator.startswith(_allowed_modules(stage.settings)):
+            continue
+        accepted = signatures.parameters(estimator)
+        if accepted is None:
+            continue
+        short = estimator.rpartition(".")[2]
+        for name in given:
+            if name not in accepted:
+                yield doc.problem(
+                    ("pipeline", stage.name, "with", key, name),
+                    f"{short} has no parameter {name!r}"
+                    + (
+                        _suggest(name, sorted(accepted))
+                        or f"; its parameters are: {', '.join(sorted(accepted))}"
+                    ),
+                )
 
 
 def metrics_fit_task(spec: Spec, doc: Document) -> Iterator[Problem]:
@@ -384,6 +422,7 @@ CHECKS: tuple[Check, ...] = (
     outputs_unique,
     custom_outputs_outside_artifacts,
     estimators_allowed,
+    estimator_parameters_exist,
     metrics_fit_task,
     gates_have_metrics,
     no_expression_syntax,
