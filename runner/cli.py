@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runner import DEFAULT_SPEC
+from runner import DEFAULT_SPEC, MAIN_BRANCH
 from runner.errors import RunError, SpecError
 
 if TYPE_CHECKING:
@@ -452,8 +452,9 @@ def parser() -> argparse.ArgumentParser:
             )
             c.add_argument(
                 "--base",
-                default="main",
-                help="git revision to diff metrics and params against (default: main)",
+                default=MAIN_BRANCH,
+                help="git revision to diff metrics and params against "
+                f"(default: {MAIN_BRANCH})",
             )
         if name == "monitor":
             _monitor_flags(c)

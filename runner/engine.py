@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
+from runner import MAIN_BRANCH
 from runner.dvcstart import SETUP_FAILED, SETUP_PREFIX, EarlyDvc, environment
 from runner.errors import RunError
 from stages.tracking import chosen_uri
@@ -91,7 +92,7 @@ def prepare(root: Path, plan: Plan, early: EarlyDvc | None = None) -> list[str]:
     """
     done = []
     if not (root / ".git").exists():
-        _run(["git", "init", "-q"], root, "git init")
+        _run(["git", "init", "-q", "-b", MAIN_BRANCH], root, "git init")
         done.append("initialised git")
 
     def setup(args: list[str], what: str) -> None:

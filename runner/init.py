@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runner import DEFAULT_SPEC
+from runner import DEFAULT_SPEC, MAIN_BRANCH
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -279,7 +279,7 @@ def run(opts: Options, cwd: Path, say: Callable[[str], None]) -> str:
     text = initspec.render(look, opts.target, name, task, why)
     would_overwrite(root, text, opts.force)
     if _git_top(root) is None:
-        subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+        subprocess.run(["git", "init", "-q", "-b", MAIN_BRANCH], cwd=root, check=True)
         say("initialised git")
     write_atomic(root / DEFAULT_SPEC, text)
     rows = f"{'the first' if look.sampled else 'all'} {len(look.frame)} rows"

@@ -18,14 +18,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from runner import engine
+from runner import MAIN_BRANCH, engine
 from runner.errors import RunError
 from runner.plan import Plan, PlannedStage
 from runner.report_md import ReportData, gates_failed, render
 
 REPORT_FILE = "report.md"
 DEFAULT_OUTPUT = ".mlops/report"
-DEFAULT_BASE = "main"
+DEFAULT_BASE = MAIN_BRANCH
 # Built-in stage kinds and the output roles the report reads from them.
 REPORTED = {
     "evaluate": ("metrics", "gates", "plots"),

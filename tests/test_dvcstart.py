@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 
-from runner import engine
+from runner import MAIN_BRANCH, engine
 from runner.dvcstart import EarlyDvc, environment
 from runner.errors import RunError
-from tests.support import dvc, mlops
+from tests.support import dvc, mlops, quiet_env, run
 
 STAGE = """\
 stages:
@@ -142,6 +143,22 @@ def test_a_failed_set_up_is_named_and_stops_the_command(repo: Path) -> None:
         said = proc.stdout + proc.stderr
         assert said.count("dvc remote add failed") == 1  # once, as the error
         assert not (repo / "seen.txt").exists()
+
+
+def test_a_run_in_a_new_folder_starts_its_repository_on_main(tmp_path: Path) -> None:
+    folder = tmp_path / "new"
+    folder.mkdir()
+    (folder / "mlops.yaml").write_text(
+        "version: 1\nproject: {name: toy, task: regression, target: y}\n"
+        "pipeline:\n  echo:\n    run: python -c \"open('seen.txt', 'w')\"\n"
+        "    outs: [seen.txt]\n"
+    )
+    config = tmp_path / "gitconfig"
+    config.write_text("[init]\n\tdefaultBranch = master\n")
+    env = {**quiet_env(), "GIT_CONFIG_GLOBAL": str(config)}
+    proc = run([sys.executable, "-m", "runner.cli", "plan"], cwd=folder, env=env)
+    assert "initialised git" in proc.stdout + proc.stderr
+    assert (folder / ".git" / "HEAD").read_text() == f"ref: refs/heads/{MAIN_BRANCH}\n"
 
 
 def test_set_up_alone_runs_no_command(repo: Path, tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from runner import cli, init, initspec
+from runner import MAIN_BRANCH, cli, init, initspec
 from runner import spec as specs
 from runner.write import HEADER
 from tests.installed import Installed, installed_framework
@@ -322,9 +322,16 @@ def test_a_new_folder_becomes_a_repository(
     (root / "data").mkdir(parents=True)
     _prices().to_parquet(root / "data" / "homes.parquet")
     data = str(root / "data" / "homes.parquet")  # absolute, inside the folder
+    # A user's git that names new branches otherwise: the workflows deploy from
+    # main and reports compare with it, so the repository starts on main.
+    config = tmp_path / "gitconfig"
+    config.write_text("[init]\n\tdefaultBranch = master\n")
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(config))
     code, out, err = _init(root, monkeypatch, "--data", data, "--target", "price")
     assert code == 0, err
     assert out.startswith("initialised git\n")
+    head = (root / ".git" / "HEAD").read_text()
+    assert head == f"ref: refs/heads/{MAIN_BRANCH}\n"
     assert (root / ".git").is_dir() and (root / ".dvc").is_dir()
     spec = specs.load(root / "mlops.yaml")
     assert spec.project.name == "fresh-folder"

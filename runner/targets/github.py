@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from runner import MAIN_BRANCH
 from runner.framework import CONSTRAINTS_FILE, REQUIREMENTS_FILE, Framework
 from runner.plan import Plan
 from runner.spec import Spec
@@ -34,7 +35,6 @@ PULL_REQUEST_FILE = f"{WORKFLOWS}/mlops-pull-request.yml"
 MAIN_FILE = f"{WORKFLOWS}/mlops-main.yml"
 MONITOR_FILE = f"{WORKFLOWS}/mlops-monitor.yml"
 
-MAIN_BRANCH = "main"
 REPORT_DIR = "mlops-report"
 REPORT_FILE = f"{REPORT_DIR}/report.md"
 # Marks the pull request's one report comment, so each run updates it.
