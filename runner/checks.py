@@ -16,12 +16,11 @@ from runner import signatures, wiring
 from runner.builtins import ARTIFACTS_DIR
 from runner.errors import Problem
 from runner.yamlsource import Document
+from stages import DEFAULT_ALLOWED_PREFIXES
 
 if TYPE_CHECKING:
     from runner.spec import Spec
 
-# Where built-in estimators may come from unless a stage allows more.
-DEFAULT_ALLOWED_MODULES = ("sklearn.",)
 # Paths the pipeline must never write: git and DVC's own state, and the spec.
 RESERVED = (".git", ".dvc", "mlops.yaml", "dvc.yaml", "dvc.lock", "params.yaml")
 CLASSIFICATION_METRICS = {
@@ -243,7 +242,7 @@ def custom_outputs_outside_artifacts(spec: Spec, doc: Document) -> Iterator[Prob
 
 
 def _allowed_modules(settings: dict[str, Any]) -> tuple[str, ...]:
-    return DEFAULT_ALLOWED_MODULES + tuple(
+    return DEFAULT_ALLOWED_PREFIXES + tuple(
         p if p.endswith(".") else p + "." for p in settings.get("allow", ())
     )
 

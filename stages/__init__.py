@@ -6,6 +6,10 @@ import sys as _sys
 from collections.abc import Callable as _Callable
 from typing import NoReturn as _NoReturn
 
+# Where estimators may come from unless a stage's `with.allow` adds prefixes:
+# what `mlops validate` checks (runner/checks.py) and what train and tune
+# import from (stages/common.py), defined here once for both.
+DEFAULT_ALLOWED_PREFIXES = ("sklearn.",)
 # The warm stage server's socket (stages/warm.py), set by `mlops run` for DVC.
 SERVER_ENV = "MLOPS_STAGE_SERVER"
 # A stage process spends most of its time importing, and an import allocates

@@ -23,15 +23,13 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from stages import tracking
+from stages import DEFAULT_ALLOWED_PREFIXES, tracking
 
 PARAMS_FILE = "params.yaml"
 # Tags written by train and read back by register.
 TAG_GIT_COMMIT = "mlops.git_commit"
 TAG_DATA_HASH = "mlops.data_md5"
 TAG_STAGE = "mlops.stage"
-# Where estimators may come from unless the spec allows more.
-DEFAULT_ALLOWED_PREFIXES = ("sklearn.",)
 # Modules whose types a saved model may contain on top of the estimator's own.
 TRUSTED_MODULE_PREFIXES = (
     "sklearn.",
