@@ -310,6 +310,8 @@ def _bad_requests(rows: Any) -> list[tuple[str, bytes, str, str]]:
     csv_bad = one.to_csv(index=False).replace("mean texture", "mean textur", 1)
     infinite = json.loads(json.dumps(split))
     infinite["data"][0][0] = math.inf  # JSON's Infinity, which MLflow reads too
+    huge = json.loads(json.dumps(split))
+    huge["data"][0][0] = 1e300  # finite, but past float32, which the forest uses
     return [
         ("missing column", json.dumps({"dataframe_records": missing}).encode(),
          "application/json", "missing column(s) 'mean area'"),
@@ -332,8 +334,14 @@ def _bad_requests(rows: Any) -> list[tuple[str, bytes, str, str]]:
         ("no format key", b'{"rows": []}', "application/json", "exactly one of"),
         ("not UTF-8 charset", _split(one), "application/json; charset=latin-1",
          "only UTF-8"),
-        # The right type, but the scikit-learn pipeline refuses it.
         ("infinite value", json.dumps({"dataframe_split": infinite}).encode(),
+         "application/json",
+         "column 'mean radius' (double), row 0: expected a finite number, got inf"),
+        ("infinite CSV value", one.to_csv(index=False).replace(
+            str(one.iloc[0, 0]), "inf", 1).encode(), "text/csv",
+         "column 'mean radius' (double), row 0: expected a finite number, got inf"),
+        # The right type, but the scikit-learn pipeline refuses it.
+        ("too large a value", json.dumps({"dataframe_split": huge}).encode(),
          "application/json", "the model cannot predict these rows: Input X contains infinity"),
     ]  # fmt: skip
 
@@ -537,6 +545,12 @@ def test_onnx_serves_a_verified_conversion_with_the_models_answers(
         assert onnx_server.post(_split(rows.head(1)))[0] == 200
     assert _counted(onnx_server, total, before + 10, status="200") - before == 10
     assert _metric(onnx_server, "mlops_model_info", predictor="onnx") == 1
+    # onnxruntime would predict from infinity, and the JSON-lines log could not
+    # hold it: refused before either, as on the scikit-learn path.
+    infinite = json.loads(_split(rows.head(1)))
+    infinite["dataframe_split"]["data"][0][0] = math.inf
+    status, answer = onnx_server.post(json.dumps(infinite).encode())
+    assert status == 400 and "expected a finite number" in answer["message"], answer
     workers = onnx_server.wait_for_workers(2)
     assert len(workers) == 2
     host = socket.gethostname()
@@ -735,6 +749,8 @@ def test_parse_reads_every_format_into_signature_order() -> None:
         ({"dataframe_split": {"columns": ["x", "x", "n", "flag"], "data": []}},
          "missing column(s) 'city'; repeated column(s) 'x'"),
         ({"dataframe_records": {"x": 1}}, "dataframe_records must be a list of records"),
+        ({"inputs": {"x": [-math.inf], "n": [1], "flag": [True], "city": ["a"]}},
+         "column 'x' (double), row 0: expected a finite number, got -inf"),
         ({"dataframe_split": [], "inputs": []}, "exactly one of the keys"),
         ([1, 2], "exactly one of the keys"),
     ],

@@ -306,15 +306,32 @@ def media_type(header: str) -> str:
     return kind.strip().lower()
 
 
+def _finite(arrays: list[np.ndarray], columns: Sequence[Column]) -> list[np.ndarray]:
+    """No infinity in a number column (`1e999` in JSON, `inf` in CSV).
+
+    scikit-learn refuses it, but onnxruntime predicts from it, and the
+    prediction log, which is JSON lines, could not hold it. NaN stays: it is a
+    missing value, like null or an empty CSV field, which the imputer fills.
+    """
+    for column, values in zip(columns, arrays, strict=True):
+        if values.dtype == np.float64 and np.isinf(values).any():
+            row = int(np.flatnonzero(np.isinf(values))[0])
+            raise BadRequest(
+                f"column {column.name!r} ({column.type}), row {row}: expected "
+                f"a finite number, got {values[row]}"
+            )
+    return arrays
+
+
 def parse(
     content_type: str, body: bytes, columns: Sequence[Column]
 ) -> list[np.ndarray]:
     """The request's columns in signature order, or :class:`BadRequest`."""
     kind = media_type(content_type)
     if kind == JSON_TYPE:
-        return from_json(body, columns)
+        return _finite(from_json(body, columns), columns)
     if kind == CSV_TYPE:
-        return from_csv(body, columns)
+        return _finite(from_csv(body, columns), columns)
     raise BadRequest(
         f"Content-Type must be {JSON_TYPE} or {CSV_TYPE}, not {content_type!r}"
         if content_type
