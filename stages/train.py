@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from stages import common, modelfile, run_then_leave
@@ -66,6 +67,36 @@ def saved_and_trusted(
     return data, modelfile.check_types(found, prefixes)
 
 
+def read_columns(pipeline: Any, columns: list[str]) -> list[str]:
+    """The columns of ``columns`` the fitted pipeline reads, in their order.
+
+    A ColumnTransformer (what preprocess builds) reads every column a fitted
+    transformer names, except those given to "drop", such as the identifiers
+    ``preprocess.with.drop`` lists; predicting does not need those, so they are
+    not in the model's signature: the server does not ask for them and the
+    monitor does not score their drift. Any other first step reads them all.
+    """
+    first = pipeline.steps[0][1] if hasattr(pipeline, "steps") else pipeline
+    fitted = getattr(first, "transformers_", None)
+    seen = getattr(first, "feature_names_in_", None)
+    if fitted is None or seen is None or list(seen) != list(columns):
+        return list(columns)
+    names = np.asarray(seen, dtype=object)
+    read: set[str] = set()
+    for _, transformer, selected in fitted:
+        if isinstance(transformer, str) and transformer == "drop":
+            continue
+        if isinstance(selected, str):
+            read.add(selected)
+        elif isinstance(selected, slice):
+            read.update(str(c) for c in names[selected])
+        elif (picked := np.asarray(selected)).dtype.kind in "biu":
+            read.update(str(c) for c in names[picked])  # positions, or a mask
+        else:
+            read.update(str(c) for c in picked)
+    return [c for c in columns if c in read]
+
+
 def _log_and_save(
     pipeline: Any,
     x: pd.DataFrame,
@@ -77,7 +108,7 @@ def _log_and_save(
     from mlflow.models import infer_signature
 
     data, trusted = saved
-    example = x.head(INPUT_EXAMPLE_ROWS)
+    example = x[read_columns(pipeline, list(x.columns))].head(INPUT_EXAMPLE_ROWS)
     signature = infer_signature(example, pipeline.predict(example))
     kwargs = {
         "signature": signature,

@@ -65,6 +65,14 @@ def features(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.drop(columns=["label"])
 
 
+def with_ids(frame: pd.DataFrame, first: int) -> pd.DataFrame:
+    """``frame`` with a customer number in front: new customers have new ones,
+    so this column always drifts, and the spec drops it."""
+    return pd.concat(
+        [pd.DataFrame({"id": np.arange(first, first + len(frame))}), frame], axis=1
+    )
+
+
 # --- the scoring core ---
 
 
@@ -342,7 +350,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, obje
     shutil.copytree(ROOT / "stages", root / "stages",
                     ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
     shutil.copy(SPEC, root / "mlops.yaml")
-    points(600, 1).to_csv(root / "data" / "points.csv", index=False)
+    with_ids(points(600, 1), 0).to_csv(root / "data" / "points.csv", index=False)
     run(["git", "init", "-q"], cwd=root)
     run(["git", "add", "-A"], cwd=root)
     run(["git", "commit", "-qm", "tiny"], cwd=root)
@@ -358,7 +366,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, obje
     run([sys.executable, "-c", probe], cwd=root)
     # The data moves on: a new split in the working tree and dvc.lock, and the
     # old one only in the remote.
-    points(900, 9, shift=3.0).to_csv(root / "data" / "points.csv", index=False)
+    moved = with_ids(points(900, 9, shift=3.0), 600)
+    moved.to_csv(root / "data" / "points.csv", index=False)
     dvc("repro", "preprocess", cwd=root)
     shutil.rmtree(root / ".dvc" / "cache")
     assert _md5(split) != first
@@ -395,7 +404,7 @@ def test_the_reference_is_the_production_versions_split_from_the_remote(
     assert (code, result["verdict"]) == (EXIT_CODES[NO_DRIFT], NO_DRIFT)
     assert result["current"]["rows"] == 400 and result["current"]["bad_lines"] == 3  # type: ignore[index]
     assert result["prediction"]["score"] is not None  # type: ignore[index]
-    assert "not trained on: weight" in str(result["notes"])
+    assert "does not read: weight" in str(result["notes"])
     live, label = result["live"], result["label"]
     assert live["rows"] == 400 and label["score"] < 0.2  # type: ignore[index]
     truth = logged["x"].gt(0).astype(int).eq(logged["label"]).mean()
@@ -413,15 +422,16 @@ def test_exit_codes_and_outputs_through_the_cli(
     assert "no version of tiny holds @production" in str(result["reasons"])
 
     root = Path(str(trained["root"]))
-    features(points(400, 3, shift=1.0, shares=(0.1, 0.6, 0.3))).to_csv(
-        root / "shifted.csv", index=False
-    )
+    shifted = features(points(400, 3, shift=1.0, shares=(0.1, 0.6, 0.3)))
+    with_ids(shifted, 10_000).to_csv(root / "shifted.csv", index=False)
     summary = tmp_path / "step-summary.md"
     monkeypatch.setenv(outputs.SUMMARY_ENV, str(summary))
     code, result = _monitor(root, "--current", "shifted.csv")
     assert (code, result["verdict"]) == (EXIT_CODES[DRIFT], DRIFT)
     drifted = {f["name"] for f in result["features"] if f["drifted"]}  # type: ignore[attr-defined, index]
     assert drifted == {"x", "colour"}
+    # The identifier preprocess drops is not the model's input: not scored.
+    assert "id" not in {f["name"] for f in result["features"]}  # type: ignore[attr-defined, index]
     out = root / ".mlops" / "monitor"
     page = (out / outputs.REPORT_FILE).read_text()
     assert "Feature Drift" in page

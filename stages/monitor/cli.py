@@ -207,7 +207,8 @@ def check(
     extra["notes"] = []
     frames: dict[str, Any] = {}
     if ref is not None:
-        features = ref.drop(columns=[common.project(params)["target"]], errors="ignore")
+        target = common.project(params)["target"]
+        features = ref_mod.features_of(ref, target, ref_mod.model_inputs(ident))
         problems, scores = drift.check_features(features, batch.frame, limits)
         extra["notes"] += _unknown_overrides(limits, features)
     judged = list(scores)
@@ -247,7 +248,7 @@ def _unknown_overrides(limits: drift.Thresholds, features: pd.DataFrame) -> list
     if not unknown:
         return []
     names = ", ".join(unknown)
-    return [f"monitoring.features names columns the model was not trained on: {names}"]
+    return [f"monitoring.features names columns the model does not read: {names}"]
 
 
 def _classes(params: Mapping[str, Any], ref: pd.DataFrame) -> list[Any] | None:

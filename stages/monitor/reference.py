@@ -135,6 +135,37 @@ def load_split(root: Path, ident: Identity) -> tuple[pd.DataFrame, str]:
         return common.read_parquet(dest), where
 
 
+def model_inputs(ident: Identity) -> list[str] | None:
+    """The column names of the version's signature, which are what its server
+    takes and logs; None for a model logged without named columns.
+
+    train leaves out the columns the preprocessor drops (identifiers and the
+    like): their drift is no reason to retrain, and the log does not have them.
+    """
+    from mlflow.models import get_model_info
+
+    uri = f"models:/{ident.model}/{ident.version}"
+    try:
+        signature = get_model_info(uri).signature
+    except lookups.faults() as e:  # the registry failed: a failure, not a verdict
+        raise lookups.failure(e, f"reading the signature of {uri}") from e
+    if signature is None or not signature.inputs.has_input_names():
+        return None
+    return [str(name) for name in signature.inputs.input_names()]
+
+
+def features_of(
+    ref: pd.DataFrame, target: str, inputs: list[str] | None
+) -> pd.DataFrame:
+    """The reference's feature columns: the model's inputs where it names them
+    (in the reference's order), else every column but the target."""
+    features = ref.drop(columns=[target], errors="ignore")
+    if inputs is None:
+        return features
+    keep = set(inputs)
+    return features[[c for c in features.columns if str(c) in keep]]
+
+
 def load_model(params: Mapping[str, Any], ident: Identity) -> Any:
     """The production version's pipeline, its types checked against the
     project's allow-list (as every stage loads a model)."""

@@ -285,6 +285,42 @@ def test_resolve_params_and_fit() -> None:
     assert metrics["accuracy"] == 1.0 and list(model.classes_) == [0, 1]
 
 
+
+def test_the_signature_holds_the_columns_the_preprocessor_reads() -> None:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({
+        "id": np.arange(40), "a": rng.normal(size=40), "b": rng.normal(size=40),
+        "c": rng.normal(size=40), "target": [0, 1] * 20,
+    })  # fmt: skip
+    x, columns = df.drop(columns=["target"]), ["id", "a", "b", "c"]
+    pre, _ = preprocess.build_preprocessor(df, "target", {"drop": ["id"]})
+    model, _ = train.fit(df, "target", "classification", pre, LogisticRegression())
+    assert train.read_columns(model, columns) == ["a", "b", "c"]
+    # However a ColumnTransformer names its columns; "drop" is never read,
+    # and a remainder that passes through reads the rest.
+    for chosen, remainder, want in (
+        ([1, 3], "drop", ["a", "c"]),
+        (slice(1, 3), "drop", ["a", "b"]),
+        ([False, True, False, True], "drop", ["a", "c"]),
+        (["b"], "passthrough", ["id", "a", "b"]),
+    ):
+        pre = ColumnTransformer(
+            [("num", StandardScaler(), chosen), ("gone", "drop", ["c"])],
+            remainder=remainder,
+        )
+        model, _ = train.fit(df, "target", "classification", pre, LogisticRegression())
+        assert train.read_columns(model, columns) == want, (chosen, remainder)
+        assert len(model.predict(x[want])) == len(x)  # the rest is not needed
+    # Any other first step reads every column.
+    model, _ = train.fit(
+        df, "target", "classification", StandardScaler(), LogisticRegression()
+    )
+    assert train.read_columns(model, columns) == columns
+
 # --- evaluate -------------------------------------------------------------
 
 

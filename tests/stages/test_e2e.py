@@ -326,6 +326,11 @@ def test_csv_with_categoricals_and_missing_values(
         }
     )
     assert len(model.predict(probe)) == 2
+    # The dropped identifier is not an input of the served model: the
+    # signature (and so the server and the monitor) leaves it out.
+    columns = onnx_export.signature_columns(root / "artifacts/train/model")
+    assert [name for name, _ in columns or []] == ["colour", "size", "shape"]
+    assert len(model.predict(probe.drop(columns=["id"]))) == 2
     # Categoricals with missing values convert too: the graph agrees on every row.
     (version,) = registry_versions(root, "messy")
     run_id = _read(root, "artifacts/train/run.json")["run_id"]
