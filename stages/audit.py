@@ -94,6 +94,8 @@ def build_entry(
         "actor": actor(),
         "head_commit": common.git_commit(),
         "train_commit": version_tags.get(common.TAG_GIT_COMMIT),
+        # What the tree had on top of that commit: None when nothing.
+        "train_changes": common.trained_changes(version_tags),
         "data_md5": version_tags.get(common.TAG_DATA_HASH),
         "run_id": version_tags.get("mlops.run_id"),
         "params": dict(params),
@@ -233,7 +235,8 @@ def table(entries: Sequence[Mapping[str, Any]]) -> list[str]:
                 str(e.get("outcome", "")),
                 f"v{e.get('version')}",
                 f"v{e['previous']}" if e.get("previous") else "-",
-                _short(e.get("train_commit")),
+                _short(e.get("train_commit"))
+                + ("-dirty" if e.get("train_changes") else ""),
                 _short(e.get("data_md5")),
                 _metric_text(e),
             )
@@ -255,7 +258,12 @@ def describe(entry: Mapping[str, Any], when: datetime) -> list[str]:
         f"  {'rolled back to' if entry.get('outcome') == ROLLED_BACK else 'promoted'}"
         f" {entry['time']} by {entry.get('actor')}"
         + (f", replacing version {entry['previous']}" if entry.get("previous") else ""),
-        f"  code: commit {entry.get('train_commit') or 'unknown'}",
+        f"  code: commit {entry.get('train_commit') or 'unknown'}"
+        + (
+            f", with uncommitted changes to {entry['train_changes']}"
+            if entry.get("train_changes")
+            else ""
+        ),
         f"  data: train split md5 {entry.get('data_md5') or 'unknown'}",
         f"  run:  {entry.get('run_id') or 'unknown'}",
         f"  metrics: {_metric_text(entry) or '-'}",

@@ -28,6 +28,11 @@ from stages import DEFAULT_ALLOWED_PREFIXES, tracking
 PARAMS_FILE = "params.yaml"
 # Tags written by train and read back by register.
 TAG_GIT_COMMIT = "mlops.git_commit"
+# "true" when the model was trained from a tree with uncommitted changes to
+# tracked files (git describe's --dirty); TAG_GIT_CHANGES then names them.
+TAG_GIT_DIRTY = "mlops.git_dirty"
+TAG_GIT_CHANGES = "mlops.git_changes"
+MAX_GIT_CHANGES = 20
 TAG_DATA_HASH = "mlops.data_md5"
 TAG_STAGE = "mlops.stage"
 # Modules whose types a saved model may contain on top of the estimator's own.
@@ -275,6 +280,115 @@ def git_commit() -> str | None:
     except OSError:
         return None
     return out.stdout.strip() if out.returncode == 0 else None
+
+
+DVC_FILE = "dvc.yaml"
+
+
+def _dvc_paths(entries: Any) -> list[str]:
+    """The paths of a dvc.yaml ``deps``/``outs``/``metrics``/``plots`` list."""
+    found = []
+    for entry in entries or []:
+        if isinstance(entry, str):
+            found.append(entry)
+        elif isinstance(entry, dict):
+            found += [str(k) for k in entry]
+    return found
+
+
+def sources_of(output: str, dvc_file: str = DVC_FILE) -> list[str] | None:
+    """The files behind a pipeline output: the deps, no stage writes, of the
+    stage that writes ``output`` and of every stage upstream of it; and
+    ``dvc_file`` and params.yaml, which say how they run. None when no stage
+    of ``dvc_file`` writes ``output`` (a stage run by hand, outside a project).
+    """
+    try:
+        doc = yaml.safe_load(Path(dvc_file).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    stages = doc.get("stages") if isinstance(doc, dict) else None
+    if not isinstance(stages, dict):
+        return None
+    writes = {
+        path.rstrip("/"): name
+        for name, body in stages.items()
+        for key in ("outs", "metrics", "plots")
+        for path in _dvc_paths((body or {}).get(key))
+    }
+
+    def writer(path: str) -> str | None:
+        for out, name in writes.items():
+            if path == out or path.startswith(out + "/"):
+                return name
+        return None
+
+    first = writer(output)
+    if first is None:
+        return None
+    sources, todo, seen = {dvc_file, PARAMS_FILE}, [first], set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for dep in _dvc_paths((stages[name] or {}).get("deps")):
+            upstream = writer(dep)
+            if upstream is None:
+                sources.add(dep)
+            else:
+                todo.append(upstream)
+    return sorted(sources)
+
+
+def git_changes(output: str) -> list[str] | None:
+    """The tracked files behind ``output`` (:func:`sources_of`) that differ
+    from HEAD, staged or not: what HEAD would not reproduce it from. None
+    outside a git repository. Without a stage that writes ``output``, every
+    changed tracked file counts but dvc.lock and what is under ``.dvc/``,
+    which DVC rewrites. Untracked files do not count (``git describe
+    --dirty``). Before the first commit every file is a change: ask once
+    :func:`git_commit` has one.
+    """
+    git = shutil.which("git")
+    if git is None:
+        return None
+    sources = sources_of(output)
+    try:
+        out = subprocess.run(
+            [git, "status", "--porcelain=v1", "-z", "--untracked-files=no",
+             "--", *(sources or [])],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+    except OSError:
+        return None
+    if out.returncode != 0:
+        return None
+    changed, fields = [], iter(out.stdout.split("\0"))
+    for field in fields:
+        if not field:
+            continue
+        status, path = field[:2], field[3:]
+        if "R" in status or "C" in status:
+            next(fields, None)  # the path it was renamed or copied from
+        if sources is None and (path == "dvc.lock" or path.startswith(".dvc/")):
+            continue
+        changed.append(path)
+    return sorted(changed)
+
+
+def name_changes(changes: list[str]) -> str:
+    """``a, b and 3 more``: at most MAX_GIT_CHANGES of them named."""
+    shown = changes[:MAX_GIT_CHANGES]
+    more = len(changes) - len(shown)
+    return ", ".join(shown) + (f" and {more} more" if more else "")
+
+
+def trained_changes(tags: Mapping[str, str]) -> str | None:
+    """The uncommitted changes a model version's tags say it was trained with
+    (train's TAG_GIT_CHANGES), or None for a clean tree or an older version."""
+    if tags.get(TAG_GIT_DIRTY) != "true":
+        return None
+    return tags.get(TAG_GIT_CHANGES) or "files it does not name"
 
 
 def split_xy(df: pd.DataFrame, target: str) -> tuple[pd.DataFrame, pd.Series]:

@@ -100,8 +100,29 @@ def _run_params(client: Any, run_id: str | None) -> dict[str, str]:
     return dict(client.get_run(run_id).data.params)
 
 
-def git_tag(name: str) -> str:
-    """Tag HEAD (GTO's ``<model>@v<version>`` convention); say what happened."""
+def tagged(name: str) -> bool:
+    """Whether this repository has the tag ``name`` (False outside git)."""
+    git = shutil.which("git")
+    if git is None:
+        return False
+    out = subprocess.run(
+        [git, "rev-parse", "-q", "--verify", f"refs/tags/{name}"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return out.returncode == 0
+
+
+def git_tag(name: str, changes: str | None = None) -> str:
+    """Tag HEAD (GTO's ``<model>@v<version>`` convention); say what happened.
+
+    ``changes`` names uncommitted changes to the files behind the model: HEAD
+    alone would not make it, so it is not tagged with it.
+    """
+    if changes:
+        return (
+            f"no git tag {name}: uncommitted changes to {changes}, so HEAD alone "
+            "would not make this model; commit them, run again and promote"
+        )
     git = shutil.which("git")
     if git is None or common.git_commit() is None:
         return f"no git tag {name}: not in a git repository with a commit"
@@ -348,12 +369,16 @@ def promote(params: Mapping[str, Any], client: Any) -> int:
     candidate = commit_version(client, reg, source, record, common.tracking_uri(params))
     production = by_alias(client, reg.model, reg.production)
     previous = str(production.version) if production is not None else None
+    tag = f"{reg.model}@v{candidate.version}"
     if previous == str(candidate.version):
         common.say(
             KIND,
             f"{reg.model} version {previous}, registered by this commit, is already "
             f"@{reg.production}; nothing to promote",
         )
+        if not tagged(tag) and common.git_changes(source) == []:
+            # Promoted from a tree with changes, since committed: HEAD makes it.
+            common.say(KIND, git_tag(tag))
         return 0
     if not record.get("gates_passed"):
         return _gates_failed(client, reg, candidate, previous, source)
@@ -383,6 +408,13 @@ def promote(params: Mapping[str, Any], client: Any) -> int:
         return _refuse(
             client, entry, when, f"refused {_v(entry['version'])}: gates failed"
         )
+    if entry["train_changes"]:
+        common.warn(
+            KIND,
+            f"version {candidate.version} was trained with uncommitted changes to "
+            f"{entry['train_changes']} on top of commit {entry['train_commit']}",
+        )
+    changes = common.name_changes(common.git_changes(source) or [])
     # The one write that changes what serves; everything above may fail freely.
     move_alias(client, reg, str(candidate.version), previous)
     record_promotion(client, reg, when, entry, previous)
@@ -392,7 +424,7 @@ def promote(params: Mapping[str, Any], client: Any) -> int:
         f"(was {_v(previous)})",
     )
     common.say(KIND, f"audit entry {audit.tag_key(when)} and {audit.LOG_FILE}")
-    common.say(KIND, git_tag(f"{reg.model}@v{candidate.version}"))
+    common.say(KIND, git_tag(tag, changes))
     return 0
 
 

@@ -48,6 +48,10 @@ def version_tags(
     }
     if run.get("git_commit"):
         tags[common.TAG_GIT_COMMIT] = str(run["git_commit"])
+    if run.get("git_dirty") is not None:  # older run.json files do not say
+        tags[common.TAG_GIT_DIRTY] = str(bool(run["git_dirty"])).lower()
+    if run.get("git_changes"):
+        tags[common.TAG_GIT_CHANGES] = str(run["git_changes"])
     tags.update({f"metric.{k}": f"{v:.6g}" for k, v in metrics.items()})
     for g in gates.get("gates") or []:
         tags[f"gate.{g['metric']}.{g['rule']}"] = "pass" if g["passed"] else "fail"

@@ -97,6 +97,18 @@ def read_columns(pipeline: Any, columns: list[str]) -> list[str]:
     return [c for c in columns if c in read]
 
 
+def git_tags(commit: str, changes: list[str]) -> dict[str, str]:
+    """The commit the model was trained from, and whether the tree had
+    uncommitted changes then (naming at most MAX_GIT_CHANGES of them)."""
+    tags = {
+        common.TAG_GIT_COMMIT: commit,
+        common.TAG_GIT_DIRTY: str(bool(changes)).lower(),
+    }
+    if changes:
+        tags[common.TAG_GIT_CHANGES] = common.name_changes(changes)
+    return tags
+
+
 def _log_and_save(
     pipeline: Any,
     x: pd.DataFrame,
@@ -161,9 +173,10 @@ def _run(params: dict[str, Any], stage_id: str, spec: dict[str, Any]) -> int:
     uri = common.setup_mlflow(params)
     data_md5 = common.file_md5(train_path)
     commit = common.git_commit()
-    tags = {common.TAG_DATA_HASH: data_md5, common.TAG_STAGE: stage_id}
-    if commit:
-        tags[common.TAG_GIT_COMMIT] = commit
+    run_path = common.need(spec, "outputs", "run")
+    changes = common.git_changes(str(run_path)) if commit else None
+    git = git_tags(commit, changes or []) if commit else {}
+    tags = {common.TAG_DATA_HASH: data_md5, common.TAG_STAGE: stage_id, **git}
     with mlflow.start_run(run_name=stage_id, tags=tags) as run:
         mlflow.log_params({"estimator": settings["estimator"], **est_params})
         mlflow.log_metrics({f"train_{k}": v for k, v in metrics.items()})
@@ -172,7 +185,7 @@ def _run(params: dict[str, Any], stage_id: str, spec: dict[str, Any]) -> int:
         info = _log_and_save(pipeline, x, saved, common.need(spec, "outputs", "model"))
     common.write_json(common.need(spec, "outputs", "train_metrics"), metrics)
     common.write_json(
-        common.need(spec, "outputs", "run"),
+        run_path,
         {
             "run_id": run.info.run_id,
             "experiment_id": run.info.experiment_id,
@@ -180,6 +193,8 @@ def _run(params: dict[str, Any], stage_id: str, spec: dict[str, Any]) -> int:
             "model_uri": info.model_uri,
             "data_md5": data_md5,
             "git_commit": commit,
+            "git_dirty": git.get(common.TAG_GIT_DIRTY) == "true" if commit else None,
+            "git_changes": git.get(common.TAG_GIT_CHANGES),
         },
     )
     common.say(

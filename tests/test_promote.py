@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from runner import release
-from stages import audit, modelfile, promote
+from stages import audit, common, modelfile, promote
 from tests.conftest import ExampleRun
 from tests.support import ROOT, TEST_ENV, mlops, run
 
@@ -92,6 +92,7 @@ def test_first_candidate_is_promoted_with_an_audit_entry_and_a_git_tag(
     assert entry["outcome"] == "promoted" and entry["version"] == "1"
     assert entry["previous"] is None and entry["actor"] == "octocat"
     assert entry["train_commit"] == head == entry["head_commit"]
+    assert entry["train_changes"] is None  # trained from the commit as it is
     assert len(str(entry["data_md5"])) == 32
     assert entry["params"]["n_estimators"] == "200"  # type: ignore[index]
     assert _tags(repo) == ["cancer-classifier@v1"]
@@ -322,6 +323,52 @@ def test_a_rolled_back_version_is_not_promoted_again_by_a_later_merge(
     out = mlops("rollback", "--to", "2", cwd=repo).stdout
     assert "back from version 1 to version 2" in out
     assert _release(repo)["version"] == "2"
+
+
+def test_a_model_trained_from_uncommitted_changes_says_so_and_is_not_tagged(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A local experiment: a stage's code edited, run and promoted, not committed.
+    head = run(["git", "rev-parse", "HEAD"], cwd=repo).stdout.strip()
+    code = repo / "stages" / "train.py"
+    code.write_text(code.read_text() + "\n# trying something\n")
+    mlops("run", cwd=repo)
+    record = json.loads((repo / "artifacts/train/run.json").read_text())
+    assert record["git_commit"] == head and record["git_dirty"] is True
+    assert record["git_changes"] == "stages/train.py"
+    proc = mlops("promote", cwd=repo)
+    assert "promoted cancer-classifier version 4" in proc.stdout
+    assert (
+        "version 4 was trained with uncommitted changes to stages/train.py on top "
+        f"of commit {head}" in proc.stderr
+    )
+    assert (
+        "no git tag cancer-classifier@v4: uncommitted changes to stages/train.py"
+        in (proc.stdout)
+    )
+    assert "cancer-classifier@v4" not in _tags(repo)
+    before = _log(repo)
+    entry = before[-1]
+    assert entry["train_commit"] == head and entry["train_changes"] == "stages/train.py"
+    version = _client(repo).get_model_version(MODEL, "4")
+    assert version.tags["mlops.git_dirty"] == "true"
+    assert (
+        _client(repo).get_model_version(MODEL, "2").tags["mlops.git_dirty"] == "false"
+    )
+    [row] = [r for r in mlops("history", cwd=repo).stdout.splitlines() if " v4 " in r]
+    assert f"{head[:8]}-dirty" in row
+    at = mlops("history", "--at", str(entry["time"]), cwd=repo).stdout
+    assert f"code: commit {head}, with uncommitted changes to stages/train.py" in at
+    # Committed, HEAD alone makes the model again: nothing stands in the tag's way.
+    monkeypatch.chdir(repo)
+    registered = "artifacts/register/registered.json"
+    assert common.git_changes(registered) == ["stages/train.py"]
+    run(["git", "commit", "-qam", "the experiment"], cwd=repo)
+    assert common.git_changes(registered) == []
+    again = mlops("promote", cwd=repo).stdout
+    assert "version 4, registered by this commit, is already @production" in again
+    assert "tagged HEAD cancer-classifier@v4" in again
+    assert "cancer-classifier@v4" in _tags(repo) and len(_log(repo)) == len(before)
 
 
 def test_promote_before_a_run_is_an_error(tmp_path: Path) -> None:

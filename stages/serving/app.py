@@ -226,6 +226,7 @@ class App:
             "version": s["version"],
             "run_id": s.get("run_id"),
             "git_commit": s.get("git_commit"),
+            "git_changes": s.get("git_changes"),
             "data_md5": s.get("data_md5"),
             "predictor": self.predictor.kind if self.predictor else None,
             "onnx": s.get("onnx_status"),

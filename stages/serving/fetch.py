@@ -233,6 +233,7 @@ def prepare(
         "version": number,
         "run_id": run_id,
         "git_commit": tags.get(common.TAG_GIT_COMMIT),
+        "git_changes": common.trained_changes(tags),
         "data_md5": tags.get(common.TAG_DATA_HASH),
         **checked,
         "onnx": onnx,

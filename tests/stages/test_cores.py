@@ -79,6 +79,54 @@ def test_stage_errors_are_one_line(tmp_path, monkeypatch, capsys) -> None:
 # --- ingest ---------------------------------------------------------------
 
 
+def test_the_files_behind_a_model_and_their_uncommitted_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import yaml
+
+    from tests.support import run
+
+    monkeypatch.chdir(tmp_path)
+    stages = {
+        "ingest": {"deps": ["src/ingest.py", "data.csv"], "outs": ["out/data"]},
+        "train": {
+            "deps": ["out/data/part.parquet", "src/train.py"],
+            "outs": ["out/model", {"out/run.json": {"cache": False}}],
+            "metrics": [{"out/metrics.json": {"cache": False}}],
+        },
+        "report": {"deps": ["out/run.json", "src/report.py"], "outs": ["out/r"]},
+    }
+    Path("dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
+    behind = ["data.csv", "dvc.yaml", "params.yaml", "src/ingest.py", "src/train.py"]
+    assert common.sources_of("out/run.json") == behind
+    assert common.sources_of("out/model/MLmodel") == behind
+    assert common.sources_of("elsewhere.json") is None
+    for name in [*behind, "src/report.py", "README.md", "dvc.lock", ".dvc/config"]:
+        if not Path(name).exists():  # dvc.yaml is
+            Path(name).parent.mkdir(parents=True, exist_ok=True)
+            Path(name).write_text("one\n")
+    run(["git", "init", "-q"], cwd=tmp_path)
+    run(["git", "add", "-A"], cwd=tmp_path)
+    run(["git", "commit", "-qm", "x"], cwd=tmp_path)
+    assert common.git_changes("out/run.json") == []
+    # Not behind the model: a downstream stage's code, a README, DVC's files.
+    for name in ["src/report.py", "README.md", "dvc.lock", ".dvc/config"]:
+        Path(name).write_text("two\n")
+    Path("untracked.py").write_text("x\n")
+    assert common.git_changes("out/run.json") == []
+    Path("src/train.py").write_text("two\n")
+    Path("data.csv").write_text("two\n")
+    run(["git", "add", "data.csv"], cwd=tmp_path)  # staged counts too
+    assert common.git_changes("out/run.json") == ["data.csv", "src/train.py"]
+    # No stage writes it: every tracked change but DVC's own files.
+    assert common.git_changes("elsewhere.json") == [
+        "README.md", "data.csv", "src/report.py", "src/train.py",
+    ]  # fmt: skip
+    run(["git", "mv", "src/ingest.py", "src/load.py"], cwd=tmp_path)
+    assert "src/load.py" in (common.git_changes("elsewhere.json") or [])
+    assert common.name_changes([f"f{i}" for i in range(23)]).endswith("f19 and 3 more")
+
+
 def test_ingest_local_formats(tmp_path: Path) -> None:
     df = pd.DataFrame({"x": [1, 2, 3], "y": ["a", "b", "c"]})
     df.to_csv(tmp_path / "d.csv", index=False)
@@ -285,7 +333,6 @@ def test_resolve_params_and_fit() -> None:
     assert metrics["accuracy"] == 1.0 and list(model.classes_) == [0, 1]
 
 
-
 def test_the_signature_holds_the_columns_the_preprocessor_reads() -> None:
     from sklearn.compose import ColumnTransformer
     from sklearn.linear_model import LogisticRegression
@@ -320,6 +367,7 @@ def test_the_signature_holds_the_columns_the_preprocessor_reads() -> None:
         df, "target", "classification", StandardScaler(), LogisticRegression()
     )
     assert train.read_columns(model, columns) == columns
+
 
 # --- evaluate -------------------------------------------------------------
 
