@@ -494,8 +494,9 @@ def _monitor_flags(c: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     c.add_argument(
         "--log", metavar="DIR_OR_URL",
-        help="the prediction log's folder, or a URL fsspec reads (s3://..., "
-        "gs://...) where its files were shipped (default: deploy.prediction_log.path)",
+        help="check the prediction log in this folder, or at a URL fsspec reads "
+        "(s3://..., gs://...) where its files were shipped, even where "
+        "monitoring.current is set (default: deploy.prediction_log.path)",
     )  # fmt: skip
     c.add_argument(
         "--no-report", action="store_true", help="skip the deepchecks HTML report"

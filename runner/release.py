@@ -168,20 +168,34 @@ def monitor_args(args: argparse.Namespace, spec: Any) -> list[str]:
             raise RunError(f"monitoring.{key}: no data source {name!r} under data:")
         return {"name": name, "source": spec.data[name]}
 
+    # A flag names the batch over the spec: --current, then --log, then
+    # monitoring.current, then the prediction log deploy.prediction_log names.
+    if args.current and args.log:
+        raise RunError(
+            "--current and --log name two different batches to check: give one"
+        )
+    current = None if args.current or args.log else source("current")
+    if args.since and (args.current or current):
+        named = f"monitoring.current {mon['current']!r}"
+        batch = "--current" if args.current else named
+        raise RunError(
+            f"--since picks prediction-log entries, but the batch is {batch}, "
+            "which is checked whole; pass --log to check the log instead"
+        )
     settings = {
         "drift_threshold": mon["drift_threshold"],
         "min_rows": mon["min_rows"],
         "features": mon.get("features") or {},
         "window": mon.get("window"),
         "log_dir": args.log or log["path"],
-        "current": source("current"),
+        "current": current,
         "labels": source("labels"),
     }
     # The module runs in the spec's folder: paths the user typed are from here.
     output = os.path.abspath(args.output)
-    current = os.path.abspath(args.current) if args.current else None
+    given = os.path.abspath(args.current) if args.current else None
     out = ["--settings", json.dumps(settings, sort_keys=True), "--output", output]
-    for flag, value in (("--current", current), ("--since", args.since)):
+    for flag, value in (("--current", given), ("--since", args.since)):
         out += [flag, value] if value else []
     return out + ["--no-report"] * bool(args.no_report)
 

@@ -724,3 +724,34 @@ def test_a_registry_fault_loading_the_model_fails_the_run_not_the_prediction_che
     assert score.score is None and both is None
     assert "could not predict: columns do not match" in str(score.reason)
     assert drift.verdict([], [score]).verdict == UNCHECKED
+
+
+def test_a_flag_names_the_batch_over_the_spec_and_since_only_filters_the_log() -> None:
+    import argparse
+
+    from runner import release
+    from runner.errors import RunError
+    from runner.spec import load
+
+    spec = load(ROOT / "mlops.yaml")  # monitoring.current names the data set
+    named = spec.monitoring["current"]
+
+    def settings(**flags: object) -> dict[str, Any]:
+        given = {"output": "out", "current": None, "since": None, "log": None,
+                 "no_report": False, **flags}  # fmt: skip
+        argv = release.monitor_args(argparse.Namespace(**given), spec)
+        return dict(json.loads(argv[argv.index("--settings") + 1]))
+
+    assert settings()["current"]["name"] == named
+    # --log is the log, whatever monitoring.current says, and --since filters it.
+    by_log = settings(log="s3://logs/model", since="7d")
+    assert by_log["current"] is None and by_log["log_dir"] == "s3://logs/model"
+    assert settings(current="batch.csv")["current"] is None  # the file, not the source
+    with pytest.raises(RunError, match="--current and --log name two"):
+        settings(current="batch.csv", log="logs")
+    with pytest.raises(RunError, match=f"monitoring.current '{named}', which is"):
+        settings(since="7d")
+    with pytest.raises(RunError, match="the batch is --current"):
+        settings(current="batch.csv", since="7d")
+    proc = mlops("monitor", "--since", "7d", cwd=ROOT, check=False)
+    assert proc.returncode == 1 and "pass --log to check the log" in proc.stderr

@@ -30,8 +30,12 @@ MODEL = "artifacts/train/model"
 # Outputs that name the run that made them, and the fields that do.
 RECORDS_THE_RUN = {
     "artifacts/train/run.json": (
-        "run_id", "model_uri", "git_commit", "git_dirty", "git_changes",
-    ),  # fmt: skip
+        "run_id",
+        "model_uri",
+        "git_commit",
+        "git_dirty",
+        "git_changes",
+    ),
     "artifacts/register/registered.json": ("run_id", "onnx.artifact_uri"),
     # deepchecks writes random element ids and a random pick of check names
     # into its HTML; the results themselves are validation.json.
