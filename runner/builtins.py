@@ -13,9 +13,11 @@ from enum import Enum
 
 ARTIFACTS_DIR = "artifacts"
 STAGES_PACKAGE = "stages"
-# Every built-in stage imports common, and common imports tracking (MLflow's
-# client settings), so a change to either re-runs them all.
-SHARED_MODULES = ("common", "tracking")
+# Every built-in stage imports the package (its allow-list rule, how a stage
+# process ends, and the warm server it hands itself to), common, and tracking
+# (MLflow's client settings), which common imports: a change to any of them
+# re-runs them all.
+SHARED_MODULES = ("__init__", "common", "tracking", "warm")
 
 
 class Kind(Enum):

@@ -16,7 +16,7 @@ from runner import signatures, wiring
 from runner.builtins import ARTIFACTS_DIR
 from runner.errors import Problem
 from runner.yamlsource import Document
-from stages import DEFAULT_ALLOWED_PREFIXES
+from stages import allowed_prefixes, in_modules
 
 if TYPE_CHECKING:
     from runner.spec import Spec
@@ -242,9 +242,7 @@ def custom_outputs_outside_artifacts(spec: Spec, doc: Document) -> Iterator[Prob
 
 
 def _allowed_modules(settings: dict[str, Any]) -> tuple[str, ...]:
-    return DEFAULT_ALLOWED_PREFIXES + tuple(
-        p if p.endswith(".") else p + "." for p in settings.get("allow", ())
-    )
+    return allowed_prefixes(settings.get("allow"))
 
 
 def estimators_allowed(spec: Spec, doc: Document) -> Iterator[Problem]:
@@ -253,7 +251,7 @@ def estimators_allowed(spec: Spec, doc: Document) -> Iterator[Problem]:
             continue
         estimator = stage.settings.get("estimator", "")
         allowed = _allowed_modules(stage.settings)
-        if not estimator.startswith(allowed):
+        if not in_modules(estimator, allowed):
             yield doc.problem(
                 ("pipeline", stage.name, "with", "estimator"),
                 f"{estimator!r} is not in an allowed module "
@@ -278,7 +276,7 @@ def estimator_parameters_exist(spec: Spec, doc: Document) -> Iterator[Problem]:
             continue
         given = stage.settings.get(key)
         estimator = stage.settings.get("estimator", "")
-        if not given or not estimator.startswith(_allowed_modules(stage.settings)):
+        if not given or not in_modules(estimator, _allowed_modules(stage.settings)):
             continue
         accepted = signatures.parameters(estimator)
         if accepted is None:

@@ -4,12 +4,31 @@ import gc as _gc
 import os as _os
 import sys as _sys
 from collections.abc import Callable as _Callable
+from collections.abc import Iterable as _Iterable
 from typing import NoReturn as _NoReturn
 
 # Where estimators may come from unless a stage's `with.allow` adds prefixes:
 # what `mlops validate` checks (runner/checks.py) and what train and tune
 # import from (stages/common.py), defined here once for both.
 DEFAULT_ALLOWED_PREFIXES = ("sklearn.",)
+
+
+def allowed_prefixes(allow: "_Iterable[str] | None") -> tuple[str, ...]:
+    """The estimator allow-list: the defaults, then a stage's ``with.allow``."""
+    return (*DEFAULT_ALLOWED_PREFIXES, *(allow or ()))
+
+
+def in_modules(dotted: str, prefixes: "_Iterable[str]") -> bool:
+    """Whether ``dotted`` is one of ``prefixes`` or inside one: ``xgboost`` and
+    ``xgboost.`` both take ``xgboost.XGBClassifier``, neither ``xgboostx.X``.
+    The one rule for estimators (validate, train, tune) and a model's types."""
+    for prefix in prefixes:
+        inside = prefix if prefix.endswith(".") else prefix + "."
+        if dotted == prefix or dotted.startswith(inside):
+            return True
+    return False
+
+
 # The warm stage server's socket (stages/warm.py), set by `mlops run` for DVC.
 SERVER_ENV = "MLOPS_STAGE_SERVER"
 # A stage process spends most of its time importing, and an import allocates

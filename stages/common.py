@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from stages import DEFAULT_ALLOWED_PREFIXES, tracking
+from stages import allowed_prefixes, in_modules, tracking
 
 PARAMS_FILE = "params.yaml"
 # Tags written by train and read back by register.
@@ -401,19 +401,6 @@ def split_xy(df: pd.DataFrame, target: str) -> tuple[pd.DataFrame, pd.Series]:
     return df.drop(columns=[target]), df[target]
 
 
-def _matches(dotted: str, prefixes: Iterable[str]) -> bool:
-    for prefix in prefixes:
-        p = prefix if prefix.endswith(".") else prefix + "."
-        if dotted == prefix or dotted.startswith(p):
-            return True
-    return False
-
-
-def allowed_prefixes(allow: Iterable[str] | None) -> tuple[str, ...]:
-    """The estimator allow-list: sklearn plus the spec's extra prefixes."""
-    return (*DEFAULT_ALLOWED_PREFIXES, *(allow or ()))
-
-
 def import_estimator(dotted: str, allow: Iterable[str] | None = None) -> type:
     """Import an estimator class by dotted path, only from allowed modules.
 
@@ -426,7 +413,7 @@ def import_estimator(dotted: str, allow: Iterable[str] | None = None) -> type:
             f"'sklearn.ensemble.RandomForestClassifier', not {dotted!r}"
         )
     prefixes = allowed_prefixes(allow)
-    if not _matches(dotted, prefixes):
+    if not in_modules(dotted, prefixes):
         raise StageError(
             f"estimator '{dotted}' is not allowed: it must start with one of "
             f"{', '.join(prefixes)} (add its module to 'allow' to permit it)"
@@ -453,7 +440,7 @@ def project_allow(params: Mapping[str, Any]) -> tuple[str, ...]:
 def trusted_types(types: Iterable[str], prefixes: Iterable[str]) -> list[str]:
     """Return ``types`` if all come from allowed modules, else raise StageError."""
     types = sorted(types)
-    bad = [t for t in types if not _matches(t, prefixes)]
+    bad = [t for t in types if not in_modules(t, prefixes)]
     if bad:
         raise StageError(
             f"model contains types outside the allow-list: {', '.join(bad)}"

@@ -43,7 +43,7 @@ from typing import Any
 
 import yaml
 
-from stages import common
+from stages import allowed_prefixes, common, in_modules
 
 MLMODEL = "MLmodel"
 SKLEARN_FLAVOR = "sklearn"
@@ -311,9 +311,9 @@ def check_types(types: Iterable[str], prefixes: Iterable[str]) -> list[str]:
     found = common.trusted_types(types, prefixes)
     # Functions only from the estimators' own modules (sklearn and the spec's
     # allow); from builtins, numpy, scipy and collections only classes.
-    own = [*common.DEFAULT_ALLOWED_PREFIXES]
-    own += [p for p in prefixes if p not in common.TRUSTED_MODULE_PREFIXES]
-    starts = tuple(p if p.endswith(".") else p + "." for p in own)
+    own = allowed_prefixes(
+        p for p in prefixes if p not in common.TRUSTED_MODULE_PREFIXES
+    )
     bad = []
     for dotted in found:
         try:
@@ -323,7 +323,7 @@ def check_types(types: Iterable[str], prefixes: Iterable[str]) -> list[str]:
             continue
         if isinstance(obj, type | np.ufunc):
             continue
-        if not dotted.startswith(starts):
+        if not in_modules(dotted, own):
             bad.append(f"{dotted} (a {type(obj).__name__}, not a class)")
     if bad:
         raise common.StageError(

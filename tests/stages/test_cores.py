@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import stages
 from stages import common, evaluate, ingest, preprocess, train, validate
 from tests.support import serve_folder
 
@@ -30,6 +31,37 @@ def test_import_estimator_allow_list() -> None:
     # Allowed modules get past the gate and are then checked for fit().
     with pytest.raises(common.StageError, match="not an estimator"):
         common.import_estimator("collections.OrderedDict", ["collections"])
+
+
+def test_validate_and_the_stages_read_with_allow_by_the_same_rule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from runner import cli
+
+    spec = Path(__file__).parents[1] / "invalid" / "estimator-not-allowed.yaml"
+    text = spec.read_text()
+    monkeypatch.chdir(tmp_path)
+    cases = [
+        ("sklearn.linear_model.Ridge", [], True),
+        ("sklearnx.Evil", [], False),
+        ("mypkg.models.Forest", ["mypkg"], True),
+        ("mypkg.models.Forest", ["mypkg."], True),
+        ("mypkgevil.Forest", ["mypkg"], False),  # a prefix is a module, not text
+        ("mypkg.Forest", ["mypkg.Forest"], True),  # or the class itself
+        ("mypkg.Forestry", ["mypkg.Forest"], False),
+    ]
+    for estimator, allow, allowed in cases:
+        body = text.replace("estimator: subprocess.Popen", f"estimator: {estimator}")
+        body = body.replace("params: {C: 1.0}", f"allow: {allow}")
+        Path("mlops.yaml").write_text(body)
+        code = cli.main(["validate"])
+        err = capsys.readouterr().err
+        assert (code == 0) == allowed, (estimator, allow, err)
+        assert stages.in_modules(estimator, stages.allowed_prefixes(allow)) == allowed
+        try:
+            common.import_estimator(estimator, allow)
+        except common.StageError as e:
+            assert ("not allowed" in str(e)) != allowed, (estimator, allow, e)
 
 
 def test_trusted_types_rejects_foreign_types() -> None:
