@@ -17,7 +17,6 @@ from runner.builtins import BUILTINS, Kind
 from runner.errors import Problem, SpecError
 from runner.spec import Spec, StageSpec
 
-PARAMS_FILE = "params.yaml"
 # Keys of params.yaml every built-in stage depends on: a change re-runs it.
 PROJECT_PARAMS = ("project.seed", "project.target", "project.task")
 

@@ -11,6 +11,10 @@ from typing import NoReturn as _NoReturn
 # what `mlops validate` checks (runner/checks.py) and what train and tune
 # import from (stages/common.py), defined here once for both.
 DEFAULT_ALLOWED_PREFIXES = ("sklearn.",)
+# The files `mlops compile` writes for DVC and the stages read, named once for
+# the compiler (runner/plan.py, runner/targets/dvc.py) and the stages.
+DVC_FILE = "dvc.yaml"
+PARAMS_FILE = "params.yaml"
 
 
 def allowed_prefixes(allow: "_Iterable[str] | None") -> tuple[str, ...]:

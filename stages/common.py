@@ -23,9 +23,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from stages import allowed_prefixes, in_modules, tracking
+from stages import DVC_FILE, PARAMS_FILE, allowed_prefixes, in_modules, tracking
 
-PARAMS_FILE = "params.yaml"
 # Tags written by train and read back by register.
 TAG_GIT_COMMIT = "mlops.git_commit"
 # "true" when the model was trained from a tree with uncommitted changes to
@@ -280,9 +279,6 @@ def git_commit() -> str | None:
     except OSError:
         return None
     return out.stdout.strip() if out.returncode == 0 else None
-
-
-DVC_FILE = "dvc.yaml"
 
 
 def _dvc_paths(entries: Any) -> list[str]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from runner.plan import PARAMS_FILE, Plan, PlannedStage
+from runner.plan import Plan, PlannedStage
+from stages import DVC_FILE, PARAMS_FILE
 
-DVC_FILE = "dvc.yaml"
 NO_CACHE = {"cache": False}
 
 
