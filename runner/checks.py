@@ -6,34 +6,32 @@ returns problems; `run_all` collects them so the user sees all at once.
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import posixpath
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from runner import signatures, wiring
+from runner import DEFAULT_SPEC, signatures, wiring
 from runner.builtins import ARTIFACTS_DIR
-from runner.errors import Problem
+from runner.errors import Problem, did_you_mean
 from runner.yamlsource import Document
-from stages import allowed_prefixes, in_modules
+from stages import (
+    CLASSIFICATION_METRICS,
+    DVC_FILE,
+    DVC_LOCK,
+    PARAMS_FILE,
+    REGRESSION_METRICS,
+    allowed_prefixes,
+    in_modules,
+)
 
 if TYPE_CHECKING:
     from runner.spec import Spec
 
 # Paths the pipeline must never write: git and DVC's own state, and the spec.
-RESERVED = (".git", ".dvc", "mlops.yaml", "dvc.yaml", "dvc.lock", "params.yaml")
-CLASSIFICATION_METRICS = {
-    "accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc", "log_loss",
-}  # fmt: skip
-REGRESSION_METRICS = {"r2", "mae", "mse", "rmse"}
+RESERVED = (".git", ".dvc", DEFAULT_SPEC, DVC_FILE, DVC_LOCK, PARAMS_FILE)
 
 Check = Callable[["Spec", Document], Iterator[Problem]]
-
-
-def _suggest(name: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(name, options, n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def stage_references(spec: Spec, doc: Document) -> Iterator[Problem]:
@@ -47,7 +45,7 @@ def stage_references(spec: Spec, doc: Document) -> Iterator[Problem]:
             elif need not in names:
                 yield doc.problem(
                     ("pipeline", stage.name, "needs", i),
-                    f"unknown stage {need!r}{_suggest(need, names)} "
+                    f"unknown stage {need!r}{did_you_mean(need, names)} "
                     f"(stages are: {', '.join(names)})",
                 )
 
@@ -60,14 +58,14 @@ def data_references(spec: Spec, doc: Document) -> Iterator[Problem]:
         if source is not None and source not in spec.data:
             yield doc.problem(
                 ("pipeline", stage.name, "with", "source"),
-                f"unknown data source {source!r}{_suggest(source, sources)} "
+                f"unknown data source {source!r}{did_you_mean(source, sources)} "
                 f"(sources: {listed})",
             )
     current = spec.monitoring.get("current")
     if current is not None and current not in spec.data:
         yield doc.problem(
             ("monitoring", "current"),
-            f"unknown data source {current!r}{_suggest(current, sources)} "
+            f"unknown data source {current!r}{did_you_mean(current, sources)} "
             f"(sources: {listed})",
         )
     for name, source in spec.data.items():
@@ -288,7 +286,7 @@ def estimator_parameters_exist(spec: Spec, doc: Document) -> Iterator[Problem]:
                     ("pipeline", stage.name, "with", key, name),
                     f"{short} has no parameter {name!r}"
                     + (
-                        _suggest(name, sorted(accepted))
+                        did_you_mean(name, sorted(accepted))
                         or f"; its parameters are: {', '.join(sorted(accepted))}"
                     ),
                 )
@@ -336,7 +334,7 @@ def gates_have_metrics(spec: Spec, doc: Document) -> Iterator[Problem]:
     )
     for ev in evaluators:
         if "metrics" in ev.settings:
-            known = set(ev.settings["metrics"])
+            known = frozenset(ev.settings["metrics"])
     for i, gate in enumerate(spec.gates):
         if gate["metric"] not in known:
             yield doc.problem(

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, NoReturn
 from runner import MAIN_BRANCH
 from runner.dvcstart import SETUP_FAILED, SETUP_PREFIX, EarlyDvc, environment
 from runner.errors import RunError
+from stages import DVC_LOCK
 from stages.tracking import chosen_uri
 
 # Imported where used: `mlops run` imports this module to start DVC early
@@ -336,11 +337,30 @@ def _dvc_process(
     )  # fmt: skip
 
 
-def _failed(stage: str, code: int, tail: deque[str], plan: Plan) -> NoReturn:
-    from runner import diskfull
+def _failed(
+    current: str | None, code: int, tail: deque[str], plan: Plan, root: Path
+) -> NoReturn:
+    """Name the stage that failed and, where the output says, why.
 
-    why = diskfull.explain(tail, plan, stage)
+    DVC's own error names the stage: ``current`` (the last "Running stage")
+    is a stage that finished when the next one failed before it ran, on an
+    input that is not there.
+    """
+    from runner import diskfull, missinginput
+
+    stage = missinginput.failed_stage(tail, plan) or current or "dvc repro"
+    why = diskfull.explain(tail, plan, stage) or missinginput.explain(
+        tail, plan, stage, root
+    )
     raise RunError(f"stage {stage!r} failed (dvc repro exited with {code}){why}")
+
+
+def _marked(text: str) -> str | None:
+    """The stage a line of `dvc repro` reports on, if it is one of its markers."""
+    for marker in (_RUNNING, _SKIPPED, _RESTORED, _PULLING):
+        if m := marker.match(text):
+            return m.group(1)
+    return None
 
 
 def _may_run(plan: Plan, outcome: Outcome) -> list[str]:
@@ -378,6 +398,53 @@ def _repro_args(*, force: bool, pull: bool) -> list[str]:
     return ["repro", *["--force"] * force, *["--pull"] * pull, DVC_FILE]
 
 
+class _Progress:
+    """What `dvc repro` says about each stage, as numbered progress lines."""
+
+    def __init__(self, plan: Plan, say: Callable[[str], None]) -> None:
+        self.planned = {s.name for s in plan.stages}
+        self.say = say
+        self.outcome = Outcome()
+        self.current: tuple[str, float] | None = None  # the stage running now
+
+    def finish(self) -> None:
+        if self.current is not None:
+            name, t0 = self.current
+            self.say(f"--- {name}: done in {time.monotonic() - t0:.1f}s")
+            self.current = None
+
+    def _step(self, name: str, what: str, into: list[str]) -> None:
+        self.finish()
+        done = self.outcome
+        step = len(done.ran) + len(done.unchanged) + len(done.restored)
+        into.append(name)
+        self.say(f"[{step + 1}/{len(self.planned)}] {name}: {what}")
+
+    def line(self, text: str) -> None:
+        done = self.outcome
+        named = _marked(text)
+        if named is not None and named not in self.planned:
+            # A data file DVC tracks (`dvc add`), which DVC treats as a stage:
+            # not one of the spec's, so neither counted nor shown as one.
+            self.say("    " + text)
+            return
+        if _RUNNING.match(text) or _RESTORED.match(text):
+            if named in done.unchanged:
+                done.unchanged.remove(named)  # its pull failed
+        if named is None:
+            if text.strip() and not text.startswith(SETUP_PREFIX):
+                self.say("    " + text)  # a set-up failure is said once, as the error
+        elif _PULLING.match(text):
+            self._step(named, "unchanged, pulling its outputs", done.unchanged)
+        elif _RUNNING.match(text):
+            self._step(named, "running", done.ran)
+            self.current = (named, time.monotonic())
+        elif _SKIPPED.match(text):
+            self._step(named, "unchanged, skipped", done.unchanged)
+        else:
+            self._step(named, "restored from the run-cache", done.restored)
+
+
 def repro(
     root: Path,
     plan: Plan,
@@ -394,24 +461,14 @@ def repro(
     unchanged stages that this checkout lacks (what CI and Argo tasks do).
     ``early``: the DVC process to run it in (:class:`EarlyDvc`), else a new one.
     """
-    total = len(plan.stages)
-    outcome = Outcome()
+    progress = _Progress(plan, say)
     started = time.monotonic()
-    current: tuple[str, float] | None = None
-
-    def finish() -> None:
-        nonlocal current
-        if current is not None:
-            name, t0 = current
-            say(f"--- {name}: done in {time.monotonic() - t0:.1f}s")
-            current = None
-
     # Not --allow-missing: with it DVC skips an unchanged stage whose outputs
     # are absent instead of pulling them, and downstream stages lack inputs.
     args = _repro_args(force=force, pull=pull)
     tail: deque[str] = deque(maxlen=40)  # where a stage's last error is
     with (
-        StageServer.open(root, plan, eager=force or not (root / "dvc.lock").exists())
+        StageServer.open(root, plan, eager=force or not (root / DVC_LOCK).exists())
         as server,
         _dvc_process(root, args, server.dvc_env, early) as proc,
     ):  # fmt: skip
@@ -421,40 +478,18 @@ def repro(
             # The first stage that runs starts the server (none for a no-op).
             if (m := _RUNNING.match(text)) and server.startable:
                 if _wants_warm(plan, m.group(1)):
-                    server.start(_may_run(plan, outcome))
-            m = _RUNNING.match(text) or _RESTORED.match(text)
-            if m and m.group(1) in outcome.unchanged:
-                outcome.unchanged.remove(m.group(1))  # its pull failed
-            step = len(outcome.ran) + len(outcome.unchanged) + len(outcome.restored)
-            if m := _PULLING.match(text):
-                finish()
-                outcome.unchanged.append(m.group(1))
-                say(
-                    f"[{step + 1}/{total}] {m.group(1)}: unchanged, pulling its outputs"
-                )
-            elif m := _RUNNING.match(text):
-                finish()
-                current = (m.group(1), time.monotonic())
-                outcome.ran.append(m.group(1))
-                say(f"[{step + 1}/{total}] {m.group(1)}: running")
-            elif m := _SKIPPED.match(text):
-                finish()
-                outcome.unchanged.append(m.group(1))
-                say(f"[{step + 1}/{total}] {m.group(1)}: unchanged, skipped")
-            elif m := _RESTORED.match(text):
-                finish()
-                outcome.restored.append(m.group(1))
-                say(f"[{step + 1}/{total}] {m.group(1)}: restored from the run-cache")
-            elif text.strip() and not text.startswith(SETUP_PREFIX):
-                say("    " + text)  # a set-up failure is said once, as the error
+                    server.start(_may_run(plan, progress.outcome))
+            progress.line(text)
         code = proc.wait()
+    outcome = progress.outcome
     outcome.warm = server.served
     outcome.seconds = time.monotonic() - started
     if failed := _setup_failure(code, tail):
         raise failed
     if code != 0:
-        _failed(current[0] if current else "dvc repro", code, tail, plan)
-    finish()
+        running = progress.current
+        _failed(running[0] if running else None, code, tail, plan, root)
+    progress.finish()
     return outcome
 
 

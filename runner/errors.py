@@ -41,3 +41,17 @@ class RunError(Exception):
     # The command's exit code; runner.runlock.Busy (another run holds the
     # repository) says 75.
     exit_code = 1
+
+
+def closest(name: str, options: Iterable[str]) -> str | None:
+    """The option most like ``name``, if one is like it at all."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(options), n=1)
+    return close[0] if close else None
+
+
+def did_you_mean(name: str, options: Iterable[str]) -> str:
+    """``; did you mean 'x'?`` for the closest of ``options``, or ''."""
+    close = closest(name, options)
+    return f"; did you mean {close!r}?" if close else ""

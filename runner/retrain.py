@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner import yamlsource
+from runner import DEFAULT_SPEC, yamlsource
 from runner.errors import RunError, SpecError
 from runner.spec import Spec
 
@@ -47,7 +47,7 @@ APPEND = "append"
 # -- the spec edit (pure text) ------------------------------------------------
 
 
-def add_append(text: str, source: str, path: str, filename: str = "mlops.yaml") -> str:
+def add_append(text: str, source: str, path: str, filename: str = DEFAULT_SPEC) -> str:
     """``text`` with ``path`` added to ``data.<source>.append``; unchanged if
     it is there already. Only lines are inserted, so every comment stays."""
     doc = yamlsource.load(text, filename)

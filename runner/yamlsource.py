@@ -461,3 +461,35 @@ def load(text: str, filename: str) -> Document:
     if builder.problems:
         raise SpecError(filename, builder.problems)
     return doc
+
+
+def _value_at(data: Any, key: Path) -> Any:
+    for part in key:
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
+            data = data[part]
+        else:
+            raise KeyError(key)
+    return data
+
+
+def locate(filename: str, key: Path, value: Any) -> str:
+    """``file:line:col: a -> b``, to start an error raised away from the spec.
+
+    For a stage, which reads the compiled params.yaml, or a run that failed
+    in DVC: the file is read again. It gives the key's line only while the
+    file still sets ``key`` to ``value`` (another spec may have been compiled
+    with ``--file``); otherwise the key alone.
+    """
+    where = " -> ".join(map(str, key))
+    try:
+        with open(filename, "rb") as f:
+            doc = load_bytes(f.read(MAX_BYTES + 1), filename)
+        found = _value_at(doc.data, key)
+    except (OSError, SpecError, KeyError):
+        return where
+    if found != value or key not in doc.keys:
+        return where
+    pos = doc.keys[key]
+    return f"{filename}:{pos.line}:{pos.col}: {where}"

@@ -11,9 +11,25 @@ from typing import NoReturn as _NoReturn
 # what `mlops validate` checks (runner/checks.py) and what train and tune
 # import from (stages/common.py), defined here once for both.
 DEFAULT_ALLOWED_PREFIXES = ("sklearn.",)
+# The metrics each task computes, named once for `mlops validate`
+# (runner/checks.py) and the stages (stages/common.py); the schema's
+# `metrics` enum is their union (tests/test_schema.py checks it agrees).
+CLASSIFICATION_METRICS = frozenset(
+    {
+        "accuracy",
+        "balanced_accuracy",
+        "precision",
+        "recall",
+        "f1",
+        "roc_auc",
+        "log_loss",
+    }
+)
+REGRESSION_METRICS = frozenset({"r2", "mae", "mse", "rmse"})
 # The files `mlops compile` writes for DVC and the stages read, named once for
 # the compiler (runner/plan.py, runner/targets/dvc.py) and the stages.
 DVC_FILE = "dvc.yaml"
+DVC_LOCK = "dvc.lock"  # DVC's record of the last run of DVC_FILE
 PARAMS_FILE = "params.yaml"
 
 

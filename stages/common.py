@@ -23,7 +23,16 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from stages import DVC_FILE, PARAMS_FILE, allowed_prefixes, in_modules, tracking
+from stages import (
+    CLASSIFICATION_METRICS,
+    DVC_FILE,
+    DVC_LOCK,
+    PARAMS_FILE,
+    REGRESSION_METRICS,
+    allowed_prefixes,
+    in_modules,
+    tracking,
+)
 
 # Tags written by train and read back by register.
 TAG_GIT_COMMIT = "mlops.git_commit"
@@ -50,18 +59,8 @@ DEFAULT_METRICS = {
     CLASSIFICATION: ("accuracy", "precision", "recall", "f1", "roc_auc"),
     REGRESSION: ("r2", "mae", "rmse"),
 }
-CLASSIFICATION_METRICS = frozenset(
-    {
-        "accuracy",
-        "balanced_accuracy",
-        "precision",
-        "recall",
-        "f1",
-        "roc_auc",
-        "log_loss",
-    }
-)
-REGRESSION_METRICS = frozenset({"r2", "mae", "mse", "rmse"})
+# Columns an error lists, at most, when a setting names none of them.
+MAX_LISTED_COLUMNS = 12
 # Error metrics: a *rise* is a drop in quality.
 LOWER_IS_BETTER = frozenset({"log_loss", "mae", "mse", "rmse"})
 # Pinned requirements for logged models: skips MLflow's slow inference and
@@ -366,7 +365,7 @@ def git_changes(output: str) -> list[str] | None:
         status, path = field[:2], field[3:]
         if "R" in status or "C" in status:
             next(fields, None)  # the path it was renamed or copied from
-        if sources is None and (path == "dvc.lock" or path.startswith(".dvc/")):
+        if sources is None and (path == DVC_LOCK or path.startswith(".dvc/")):
             continue
         changed.append(path)
     return sorted(changed)
@@ -387,13 +386,41 @@ def trained_changes(tags: Mapping[str, str]) -> str | None:
     return tags.get(TAG_GIT_CHANGES) or "files it does not name"
 
 
+def spec_key(key: tuple[str | int, ...], value: Any) -> str:
+    """``mlops.yaml:12:3: project -> target``, to start a stage's error about a
+    setting: the stage reads params.yaml, and the user edits the spec."""
+    from runner import DEFAULT_SPEC, yamlsource
+
+    return yamlsource.locate(DEFAULT_SPEC, key, value)
+
+
+def not_columns(names: Iterable[str], columns: Iterable[Any]) -> str:
+    """What is wrong with ``names`` that are not among ``columns``: each with
+    its closest column, then the columns there are ('' if all are there)."""
+    from runner.errors import did_you_mean
+
+    have = [str(c) for c in columns]
+    wrong = [
+        f"{n!r} is not a column of the data{did_you_mean(n, have)}"
+        for n in names
+        if n not in have
+    ]
+    if not wrong:
+        return ""
+    shown = ", ".join(have[:MAX_LISTED_COLUMNS])
+    more = f", ... ({len(have)} in all)" if len(have) > MAX_LISTED_COLUMNS else ""
+    return f"{'; '.join(wrong)} (columns: {shown}{more})"
+
+
+def require_target(columns: Iterable[Any], target: str) -> None:
+    """A StageError at ``project.target`` in the spec if it names no column."""
+    if wrong := not_columns([target], columns):
+        raise StageError(f"{spec_key(('project', 'target'), target)}: {wrong}")
+
+
 def split_xy(df: pd.DataFrame, target: str) -> tuple[pd.DataFrame, pd.Series]:
     """Split a frame into features and target; a missing target is a StageError."""
-    if target not in df.columns:
-        raise StageError(
-            f"target column '{target}' not in data (columns: "
-            f"{', '.join(map(str, df.columns[:10]))}...)"
-        )
+    require_target(df.columns, target)
     return df.drop(columns=[target]), df[target]
 
 

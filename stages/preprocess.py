@@ -47,8 +47,7 @@ def split_data(
     test_size = float(split.get("test_size", 0.2))
     if not 0 < test_size < 1:
         raise common.StageError(f"split.test_size must be in (0, 1), not {test_size}")
-    if target not in df.columns:
-        raise common.StageError(f"target column '{target}' not in data")
+    common.require_target(df.columns, target)
     if method == "time":
         col = split.get("time_column")
         if not col or col not in df.columns:
@@ -79,11 +78,9 @@ def feature_columns(
     """Group feature columns by dtype: numeric, categorical, passthrough, dropped."""
     drop = list(settings.get("drop") or [])
     passthrough = list(settings.get("passthrough") or [])
-    missing = [c for c in drop + passthrough if c not in df.columns]
-    if missing:
-        raise common.StageError(
-            f"drop/passthrough name columns not in the data: {', '.join(missing)}"
-        )
+    for key, names in (("drop", drop), ("passthrough", passthrough)):
+        if wrong := common.not_columns(names, df.columns):
+            raise common.StageError(f"{key}: {wrong}")
     groups: dict[str, list[str]] = {
         "numeric": [],
         "categorical": [],

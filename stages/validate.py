@@ -258,6 +258,9 @@ def _run(params: dict[str, Any], stage_id: str, spec: dict[str, Any]) -> int:
     settings = spec["with"]
     start = time.perf_counter()
     data = common.read_parquet(common.need(spec, "inputs", "data"))
+    # Nothing can be trained on data without its target: said here, at the
+    # spec's key, not three stages later in preprocess.
+    common.require_target(data.columns, proj["target"])
     results = check_rules(data, settings.get("columns"), settings.get("rows"))
     opt = {r: common.role_path(spec, "inputs", r) for r in ("train", "test")}
     frames = {

@@ -256,3 +256,77 @@ def test_a_remote_at_an_absolute_path_is_set_once(repo: Path, tmp_path: Path) ->
     assert said in mlops("plan", cwd=repo).stdout
     assert f"url = {store}\n" in (repo / ".dvc" / "config").read_text()
     assert said not in mlops("plan", cwd=repo).stdout
+
+
+CSV_SPEC = """\
+version: 1
+project: {name: toy, task: classification, target: yy}
+data:
+  rows:
+    path: data/rows.csv
+pipeline:
+  ingest:
+    uses: ingest
+    with: {source: rows}
+  validate:
+    uses: validate
+    needs: [ingest]
+    with: {rows: {min: 1}}
+"""
+
+
+def test_a_missing_input_or_target_is_named_at_its_key_in_the_spec(
+    repo: Path,
+) -> None:
+    (repo / "mlops.yaml").write_text(CSV_SPEC)
+    (repo / "data").mkdir()
+    (repo / "data" / "row.csv").write_text("x,y\n1,0\n2,1\n")
+    proc = mlops("run", cwd=repo, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "mlops: error: stage 'ingest' failed (dvc repro exited with 255): "
+        "its input 'data/rows.csv' does not exist (data source 'rows', "
+        "mlops.yaml:5:5: data -> rows -> path); did you mean 'data/row.csv'?"
+    )
+    # Tracked by DVC (`dvc add`) but not checked out: DVC blames the .dvc
+    # file; the error names the stage that reads it and how to get it.
+    (repo / "data" / "row.csv").rename(repo / "data" / "rows.csv")
+    dvc("add", "-q", "data/rows.csv", cwd=repo)
+    (repo / "data" / "rows.csv").unlink()
+    proc = mlops("run", cwd=repo, check=False)
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "mlops: error: stage 'ingest' failed (dvc repro exited with 255): "
+        "its input 'data/rows.csv' does not exist (data source 'rows', "
+        "mlops.yaml:5:5: data -> rows -> path); data/rows.csv.dvc tracks it but "
+        "this checkout lacks the data: run `mlops run --pull` or "
+        "`dvc pull data/rows.csv`"
+    )
+    # Pulled, the data is read; the .dvc file is not counted as a stage, and
+    # validate stops the run at project.target, before any other stage.
+    proc = mlops("run", "--pull", cwd=repo, check=False)
+    assert proc.returncode == 1
+    assert "[1/2] ingest: running" in proc.stdout
+    assert "[2/2] validate: running" in proc.stdout
+    assert "rows.csv.dvc:" not in proc.stdout
+    assert "stage 'validate' failed" in proc.stderr
+    assert (
+        "    validate: mlops.yaml:2:44: project -> target: 'yy' is not a column of "
+        "the data; did you mean 'y'? (columns: x, y)\n"
+    ) in proc.stdout
+    assert not (repo / "artifacts" / "validate").exists()
+
+
+def test_an_input_missing_after_a_stage_ran_is_blamed_on_the_stage_that_reads_it(
+    repo: Path,
+) -> None:
+    # DVC checks `double`'s inputs after `make` ran: its "Running stage" line
+    # was make's, but the run failed in double.
+    _toy(repo)
+    (repo / "scripts" / "double.py").unlink()
+    proc = mlops("run", cwd=repo, check=False)
+    assert proc.returncode == 1
+    assert _ran(proc.stdout) == ["make"]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "mlops: error: stage 'double' failed (dvc repro exited with 255): "
+        "its input 'scripts/double.py' does not exist"
+    )

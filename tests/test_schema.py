@@ -55,3 +55,17 @@ def test_every_field_is_described() -> None:
 def test_example_points_editors_at_the_schema() -> None:
     first = (ROOT / "mlops.yaml").read_text().splitlines()[0]
     assert first == "# yaml-language-server: $schema=schema/mlops.schema.json"
+
+
+def test_the_metrics_enum_is_what_the_stages_compute() -> None:
+    """The schema lists the metrics a spec may ask for; which task each one
+    belongs to is said once, in stages/__init__.py: both name the same set."""
+    from stages import CLASSIFICATION_METRICS, REGRESSION_METRICS
+    from stages.common import DEFAULT_METRICS, LOWER_IS_BETTER
+
+    enum = schema()["$defs"]["with-evaluate"]["properties"]["metrics"]["items"]["enum"]
+    assert set(enum) == CLASSIFICATION_METRICS | REGRESSION_METRICS
+    assert not CLASSIFICATION_METRICS & REGRESSION_METRICS
+    assert set(DEFAULT_METRICS["classification"]) <= CLASSIFICATION_METRICS
+    assert set(DEFAULT_METRICS["regression"]) <= REGRESSION_METRICS
+    assert LOWER_IS_BETTER <= set(enum)

@@ -491,3 +491,34 @@ def test_tune_search_methods_and_budget() -> None:
         0,
     )
     assert halving and all("C" in t["params"] for t in halving)
+
+
+def test_a_setting_that_names_no_column_gets_its_key_and_the_columns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    columns = [f"c{i}" for i in range(20)] + ["label"]
+    assert common.not_columns(["c3", "label"], columns) == ""
+    assert common.not_columns(["lable", "zzz"], columns) == (
+        "'lable' is not a column of the data; did you mean 'label'?; "
+        "'zzz' is not a column of the data "
+        "(columns: c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, ... (21 in all))"
+    )
+    monkeypatch.chdir(tmp_path)
+    frame = pd.DataFrame({"x": [1], "label": [0]})
+    # No spec here (the params came from elsewhere): the key alone.
+    with pytest.raises(common.StageError) as no_spec:
+        common.split_xy(frame, "lable")
+    assert str(no_spec.value).startswith("project -> target: 'lable' is not a column")
+    (tmp_path / "mlops.yaml").write_text("version: 1\nproject:\n  target: lable\n")
+    with pytest.raises(common.StageError) as located:
+        preprocess.split_data(frame, "lable", "regression", {}, 0)
+    assert str(located.value) == (
+        "mlops.yaml:3:3: project -> target: 'lable' is not a column of the data; "
+        "did you mean 'label'? (columns: x, label)"
+    )
+    # A spec that says something else was not the one compiled: no line.
+    (tmp_path / "mlops.yaml").write_text("version: 1\nproject:\n  target: y\n")
+    with pytest.raises(common.StageError, match=r"^project -> target: 'lable'"):
+        common.require_target(frame.columns, "lable")
+    with pytest.raises(common.StageError, match=r"^drop: 'idd' is not a column"):
+        preprocess.feature_columns(frame, "label", {"drop": ["idd"]})
