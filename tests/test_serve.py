@@ -340,9 +340,13 @@ def _bad_requests(rows: Any) -> list[tuple[str, bytes, str, str]]:
         ("infinite CSV value", one.to_csv(index=False).replace(
             str(one.iloc[0, 0]), "inf", 1).encode(), "text/csv",
          "column 'mean radius' (double), row 0: expected a finite number, got inf"),
-        # The right type, but the scikit-learn pipeline refuses it.
+        # Finite, but infinity in float32: refused by the server, not by the
+        # pipeline (which says "Input X contains infinity"), on either path.
         ("too large a value", json.dumps({"dataframe_split": huge}).encode(),
-         "application/json", "the model cannot predict these rows: Input X contains infinity"),
+         "application/json",
+         "column 'mean radius' (double), row 0: expected a finite number, got "
+         "1e+300, beyond what the model computes in (float32, at most "
+         "3.40282e+38 either side of 0)"),
     ]  # fmt: skip
 
 
@@ -547,10 +551,14 @@ def test_onnx_serves_a_verified_conversion_with_the_models_answers(
     assert _metric(onnx_server, "mlops_model_info", predictor="onnx") == 1
     # onnxruntime would predict from infinity, and the JSON-lines log could not
     # hold it: refused before either, as on the scikit-learn path.
-    infinite = json.loads(_split(rows.head(1)))
-    infinite["dataframe_split"]["data"][0][0] = math.inf
-    status, answer = onnx_server.post(json.dumps(infinite).encode())
-    assert status == 400 and "expected a finite number" in answer["message"], answer
+    # Nor from a number past float32's range, which the graph reads as
+    # infinity (the scikit-learn path refuses it too).
+    for value, said in ((math.inf, "got inf"), (-1e300, "got -1e+300, beyond")):
+        infinite = json.loads(_split(rows.head(1)))
+        infinite["dataframe_split"]["data"][0][0] = value
+        status, answer = onnx_server.post(json.dumps(infinite).encode())
+        assert status == 400, answer
+        assert f"row 0: expected a finite number, {said}" in answer["message"], answer
     workers = onnx_server.wait_for_workers(2)
     assert len(workers) == 2
     host = socket.gethostname()
@@ -751,6 +759,10 @@ def test_parse_reads_every_format_into_signature_order() -> None:
         ({"dataframe_records": {"x": 1}}, "dataframe_records must be a list of records"),
         ({"inputs": {"x": [-math.inf], "n": [1], "flag": [True], "city": ["a"]}},
          "column 'x' (double), row 0: expected a finite number, got -inf"),
+        ({"inputs": {"x": [3.4e38, 3.5e38], "n": [1, 2], "flag": [True] * 2,
+                     "city": ["a", "b"]}},
+         "column 'x' (double), row 1: expected a finite number, got 3.5e+38, "
+         "beyond what the model computes in"),
         ({"dataframe_split": [], "inputs": []}, "exactly one of the keys"),
         ([1, 2], "exactly one of the keys"),
     ],

@@ -306,19 +306,37 @@ def media_type(header: str) -> str:
     return kind.strip().lower()
 
 
-def _finite(arrays: list[np.ndarray], columns: Sequence[Column]) -> list[np.ndarray]:
-    """No infinity in a number column (`1e999` in JSON, `inf` in CSV).
+# The largest magnitude a served number may have: the ONNX graph computes in
+# float32, where anything larger is infinity, and scikit-learn's trees refuse
+# it; one bound for both predictors, so they answer the same request alike.
+LARGEST = float(np.finfo(np.float32).max)
 
-    scikit-learn refuses it, but onnxruntime predicts from it, and the
+
+def _finite(arrays: list[np.ndarray], columns: Sequence[Column]) -> list[np.ndarray]:
+    """No infinity in a number column (`1e999` in JSON, `inf` in CSV), and no
+    number past :data:`LARGEST`.
+
+    scikit-learn refuses infinity, but onnxruntime predicts from it, and the
     prediction log, which is JSON lines, could not hold it. NaN stays: it is a
     missing value, like null or an empty CSV field, which the imputer fills.
     """
     for column, values in zip(columns, arrays, strict=True):
-        if values.dtype == np.float64 and np.isinf(values).any():
-            row = int(np.flatnonzero(np.isinf(values))[0])
+        if values.dtype != np.float64:
+            continue
+        with np.errstate(invalid="ignore"):
+            wrong = np.abs(values) > LARGEST  # NaN compares False
+        if wrong.any():
+            row = int(np.flatnonzero(wrong)[0])
+            value = values[row]
+            got = (
+                f"got {value}"
+                if np.isinf(value)
+                else f"got {value:.6g}, beyond what the model computes in "
+                f"(float32, at most {LARGEST:.6g} either side of 0)"
+            )
             raise BadRequest(
                 f"column {column.name!r} ({column.type}), row {row}: expected "
-                f"a finite number, got {values[row]}"
+                f"a finite number, {got}"
             )
     return arrays
 
