@@ -67,6 +67,29 @@ def saved_and_trusted(
     return data, modelfile.check_types(found, prefixes)
 
 
+def _selections(pipeline: Any, columns: list[str]) -> list[tuple[Any, set[str]]] | None:
+    """(transformer, the columns it reads) of the pipeline's fitted
+    ColumnTransformer, or None when its first step is anything else."""
+    first = pipeline.steps[0][1] if hasattr(pipeline, "steps") else pipeline
+    fitted = getattr(first, "transformers_", None)
+    seen = getattr(first, "feature_names_in_", None)
+    if fitted is None or seen is None or list(seen) != list(columns):
+        return None
+    names = np.asarray(seen, dtype=object)
+    out = []
+    for _, transformer, selected in fitted:
+        if isinstance(selected, str):
+            read = {selected}
+        elif isinstance(selected, slice):
+            read = {str(c) for c in names[selected]}
+        elif (picked := np.asarray(selected)).dtype.kind in "biu":
+            read = {str(c) for c in names[picked]}  # positions, or a mask
+        else:
+            read = {str(c) for c in picked}
+        out.append((transformer, read))
+    return out
+
+
 def read_columns(pipeline: Any, columns: list[str]) -> list[str]:
     """The columns of ``columns`` the fitted pipeline reads, in their order.
 
@@ -76,25 +99,42 @@ def read_columns(pipeline: Any, columns: list[str]) -> list[str]:
     not in the model's signature: the server does not ask for them and the
     monitor does not score their drift. Any other first step reads them all.
     """
-    first = pipeline.steps[0][1] if hasattr(pipeline, "steps") else pipeline
-    fitted = getattr(first, "transformers_", None)
-    seen = getattr(first, "feature_names_in_", None)
-    if fitted is None or seen is None or list(seen) != list(columns):
+    selections = _selections(pipeline, columns)
+    if selections is None:
         return list(columns)
-    names = np.asarray(seen, dtype=object)
-    read: set[str] = set()
-    for _, transformer, selected in fitted:
-        if isinstance(transformer, str) and transformer == "drop":
-            continue
-        if isinstance(selected, str):
-            read.add(selected)
-        elif isinstance(selected, slice):
-            read.update(str(c) for c in names[selected])
-        elif (picked := np.asarray(selected)).dtype.kind in "biu":
-            read.update(str(c) for c in names[picked])  # positions, or a mask
-        else:
-            read.update(str(c) for c in picked)
+    read = set().union(
+        *(cols for t, cols in selections if not (isinstance(t, str) and t == "drop"))
+    )
     return [c for c in columns if c in read]
+
+
+def _imputes(transformer: Any) -> bool:
+    steps = getattr(transformer, "steps", None)
+    chain = [step for _, step in steps] if steps is not None else [transformer]
+    return any(type(step).__module__.startswith("sklearn.impute") for step in chain)
+
+
+def imputed_columns(pipeline: Any, columns: list[str]) -> list[str]:
+    """The columns of ``columns`` an imputer of the fitted pipeline fills.
+
+    An integer column the training data had no gap in still takes a missing
+    value there: the signature must say "double" for it, as MLflow advises,
+    since an integer cannot be missing and the server would refuse ``null``.
+    """
+    selections = _selections(pipeline, columns) or []
+    filled = set().union(*(cols for t, cols in selections if _imputes(t)))
+    return [c for c in columns if c in filled]
+
+
+def signature_example(pipeline: Any, x: pd.DataFrame, rows: int) -> pd.DataFrame:
+    """The input example the signature is inferred from: the columns the
+    pipeline reads, integers an imputer fills as floats."""
+    columns = list(x.columns)
+    example = x[read_columns(pipeline, columns)].head(rows).copy()
+    for column in imputed_columns(pipeline, columns):
+        if column in example and pd.api.types.is_integer_dtype(example[column].dtype):
+            example[column] = example[column].astype("float64")
+    return example
 
 
 def git_tags(commit: str, changes: list[str]) -> dict[str, str]:
@@ -120,7 +160,7 @@ def _log_and_save(
     from mlflow.models import infer_signature
 
     data, trusted = saved
-    example = x[read_columns(pipeline, list(x.columns))].head(INPUT_EXAMPLE_ROWS)
+    example = signature_example(pipeline, x, INPUT_EXAMPLE_ROWS)
     signature = infer_signature(example, pipeline.predict(example))
     kwargs = {
         "signature": signature,

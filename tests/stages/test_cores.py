@@ -401,6 +401,47 @@ def test_the_signature_holds_the_columns_the_preprocessor_reads() -> None:
     assert train.read_columns(model, columns) == columns
 
 
+def test_an_integer_column_an_imputer_fills_is_a_number_in_the_signature() -> None:
+    from mlflow.models import infer_signature
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({
+        "id": np.arange(40), "n": rng.integers(0, 9, 40), "k": rng.integers(0, 9, 40),
+        "a": rng.normal(size=40), "target": [0, 1] * 20,
+    })  # fmt: skip
+    columns = ["id", "n", "k", "a"]
+    pre = ColumnTransformer([
+        ("num", Pipeline([("impute", SimpleImputer()), ("scale", StandardScaler())]),
+         ["n", "a"]),
+        ("plain", StandardScaler(), ["k"]),
+        ("gone", "drop", ["id"]),
+    ])  # fmt: skip
+    model, _ = train.fit(df, "target", "classification", pre, LogisticRegression())
+    assert train.imputed_columns(model, columns) == ["n", "a"]
+    example = train.signature_example(model, df[columns], 5)
+    assert list(example.columns) == ["n", "k", "a"]
+    types = {c.name: c.type.name for c in infer_signature(example).inputs.inputs}
+    # n may be missing (the imputer fills it); k may not: it stays an integer.
+    assert types == {
+        "n": "double", "k": "long", "a": "double"
+    }  # fmt: skip
+    assert df["n"].dtype == np.int64  # the training frame is untouched
+    # preprocess's own numeric pipeline imputes unless told not to.
+    built, _ = preprocess.build_preprocessor(df, "target", {"drop": ["id"]})
+    model, _ = train.fit(df, "target", "classification", built, LogisticRegression())
+    assert train.imputed_columns(model, columns) == ["n", "k", "a"]
+    none, _ = preprocess.build_preprocessor(
+        df, "target", {"drop": ["id"], "numeric": {"impute": "none"}}
+    )
+    model, _ = train.fit(df, "target", "classification", none, LogisticRegression())
+    assert train.imputed_columns(model, columns) == []
+
+
 # --- evaluate -------------------------------------------------------------
 
 

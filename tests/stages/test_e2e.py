@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from stages import modelfile, onnx_export, register
 from tests.stages.conftest import build_params, registry_versions, run_stage
@@ -253,6 +254,11 @@ def test_regression_on_diabetes(project) -> None:
     assert "Model Evaluation Suite" in page
 
 
+def _signature_inputs(root: Path) -> str:
+    mlmodel = yaml.safe_load((root / "artifacts/train/model/MLmodel").read_text())
+    return mlmodel["signature"]["inputs"]
+
+
 def _messy_csv(path: Path) -> None:
     rng = np.random.default_rng(0)
     n = 300
@@ -267,6 +273,7 @@ def _messy_csv(path: Path) -> None:
             "colour": colour,
             "size": size,
             "shape": rng.choice(["round", "square"], n),
+            "visits": rng.integers(0, 20, n),  # an integer with no gap
             "label": label,
         }
     )
@@ -322,6 +329,7 @@ def test_csv_with_categoricals_and_missing_values(
             "colour": [None, "purple"],
             "size": [np.nan, 11.0],
             "shape": ["round", None],
+            "visits": [3, np.nan],
             "id": [1, 2],
         }
     )
@@ -329,8 +337,20 @@ def test_csv_with_categoricals_and_missing_values(
     # The dropped identifier is not an input of the served model: the
     # signature (and so the server and the monitor) leaves it out.
     columns = onnx_export.signature_columns(root / "artifacts/train/model")
-    assert [name for name, _ in columns or []] == ["colour", "size", "shape"]
+    assert [name for name, _ in columns or []] == ["colour", "size", "shape", "visits"]
     assert len(model.predict(probe.drop(columns=["id"]))) == 2
+    # The imputer fills `visits` too, so the signature says double: the
+    # server takes null for it, and the model predicts from the request.
+    from stages.serving import inputs, predictor
+
+    served = inputs.signature_columns(_signature_inputs(root))
+    assert {c.name: c.type for c in served}["visits"] == "double"
+    request = {"dataframe_records": [
+        {"colour": "red", "size": 9.5, "shape": "round", "visits": None},
+        {"colour": None, "size": None, "shape": "square", "visits": 4},
+    ]}  # fmt: skip
+    values = inputs.parse("application/json", json.dumps(request).encode(), served)
+    assert len(predictor.SklearnPredictor(model, served).predict(values)) == 2
     # Categoricals with missing values convert too: the graph agrees on every row.
     (version,) = registry_versions(root, "messy")
     run_id = _read(root, "artifacts/train/run.json")["run_id"]
