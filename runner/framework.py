@@ -118,9 +118,44 @@ def is_template(root: Path) -> bool:
     return all((root / f).is_file() for f in files)
 
 
-def requirement(install: str | None, version: str) -> str:
-    """What CI installs: `ci.install`, else this very version of the framework."""
-    return install or f"{DISTRIBUTION}=={version}"
+def git_pin(direct_url: str | None) -> str | None:
+    """``git+https://<repository>@<commit>`` from a distribution's PEP 610
+    ``direct_url.json``, when pip installed it from a git repository that CI
+    can reach too; None for anything else (an index, a wheel or a folder on
+    this machine). The URL must fit ``ci.install``'s pattern, which leaves out
+    credentials (no ``@`` before the commit)."""
+    import json
+    import re
+
+    from runner.schema import schema
+
+    try:
+        data = json.loads(direct_url or "null")
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("vcs_info"), dict):
+        return None
+    vcs, url = data["vcs_info"], data.get("url")
+    if vcs.get("vcs") != "git" or not isinstance(url, str):
+        return None
+    pin = f"git+{url}@{vcs.get('commit_id')}"
+    pattern = schema()["$defs"]["ci"]["properties"]["install"]["pattern"]
+    return pin if re.fullmatch(pattern, pin) else None
+
+
+def installed_from_git() -> str | None:
+    """This framework's :func:`git_pin`, if pip installed it from git."""
+    try:
+        found = metadata.distribution(DISTRIBUTION).read_text("direct_url.json")
+    except metadata.PackageNotFoundError:
+        return None
+    return git_pin(found)
+
+
+def requirement(install: str | None, version: str, git: str | None = None) -> str:
+    """What CI installs: `ci.install`, else the framework running now: the
+    git commit it was installed from (``git``), else its version."""
+    return install or git or f"{DISTRIBUTION}=={version}"
 
 
 def installed(install: str | None = None) -> Framework:
@@ -129,7 +164,7 @@ def installed(install: str | None = None) -> Framework:
         Mode.INSTALLED,
         version=version(),
         digests={k: digest(SOURCE_ROOT, module_files(k)) for k in sorted(BUILTINS)},
-        install=requirement(install, version()),
+        install=requirement(install, version(), installed_from_git()),
         constraints=packaged_file(CONSTRAINTS).read_text(encoding="utf-8"),
         dockerfile=packaged_file(TEAM_DOCKERFILE).read_text(encoding="utf-8"),
     )

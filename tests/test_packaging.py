@@ -16,6 +16,7 @@ import sys
 import tarfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -319,6 +320,46 @@ def test_pinned_install_reaches_ci_and_the_image(tmp_path: Path) -> None:
     assert files[fw.REQUIREMENTS_FILE].splitlines()[-1] == (
         f"mlops-gitops=={fw.version()}"
     )
+
+
+COMMIT = "0123456789abcdef" * 2 + "01234567"
+
+
+@pytest.mark.parametrize(
+    ("direct_url", "pin"),
+    [
+        # PEP 610's record of `pip install git+https://...@main`: the commit.
+        ({"url": "https://github.com/acme/mlops-gitops.git",
+          "vcs_info": {"vcs": "git", "commit_id": COMMIT, "requested_revision": "main"}},
+         f"git+https://github.com/acme/mlops-gitops.git@{COMMIT}"),
+        # Credentials in the URL must never reach a committed file.
+        ({"url": "https://bot:token@github.com/acme/mlops-gitops",
+          "vcs_info": {"vcs": "git", "commit_id": COMMIT}}, None),
+        # A clone on this machine, a wheel, a folder: nothing CI can reach.
+        ({"url": "file:///home/me/mlops-gitops",
+          "vcs_info": {"vcs": "git", "commit_id": COMMIT}}, None),
+        ({"url": "https://example.org/mlops_gitops-0.1.0-py3-none-any.whl",
+          "archive_info": {}}, None),
+        ({"url": "file:///home/me/mlops-gitops", "dir_info": {"editable": True}},
+         None),
+        ({"url": "https://hg.example.org/mlops", "vcs_info": {"vcs": "hg",
+          "commit_id": COMMIT}}, None),
+        ({"url": "https://github.com/acme/mlops-gitops",
+          "vcs_info": {"vcs": "git", "commit_id": "main"}}, None),
+        ("not json", None),
+        (None, None),
+    ],
+)  # fmt: skip
+def test_a_framework_installed_from_git_pins_its_commit(
+    direct_url: Any, pin: str | None
+) -> None:
+    text = json.dumps(direct_url) if isinstance(direct_url, dict) else direct_url
+    assert fw.git_pin(text) == pin
+    if pin is not None:  # what compile then writes, and validate accepts
+        spec = specs.parse(SPEC + f"ci:\n  install: {pin}\n")
+        assert spec.ci["install"] == pin
+    assert fw.requirement(None, "1.2.3", pin) == (pin or "mlops-gitops==1.2.3")
+    assert fw.requirement("mlops-gitops==9.9.9", "1.2.3", pin) == "mlops-gitops==9.9.9"
 
 
 def test_template_mode_ignores_install_and_keeps_todays_files(tmp_path: Path) -> None:
