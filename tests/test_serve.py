@@ -299,6 +299,21 @@ def test_each_mlflow_format_answers_the_models_predictions(
     assert all(type(p) is int for p in answer["predictions"])
 
 
+def test_columns_the_model_does_not_take_are_ignored_as_mlflow_does(
+    sk_server: Server, model: Any, rows: Any
+) -> None:
+    # A client that sends the whole record, its identifier (which preprocess
+    # drops) included, gets the model's answer, in every format.
+    wider = rows.head(5).copy()
+    wider.insert(0, "patient id", [f"P-{i}" for i in range(len(wider))])
+    wider["note"] = [None, "x", 3, True, 1.5][: len(wider)]
+    expected = [int(p) for p in model.predict(rows.head(5))]
+    for fmt, (body, kind) in _bodies(wider).items():
+        status, answer = sk_server.post(body, kind)
+        assert status == 200, (fmt, answer)
+        assert answer == {"predictions": expected}, fmt
+
+
 def _bad_requests(rows: Any) -> list[tuple[str, bytes, str, str]]:
     one = rows.head(1)
     records = json.loads(one.to_json(orient="records"))
@@ -315,8 +330,11 @@ def _bad_requests(rows: Any) -> list[tuple[str, bytes, str, str]]:
     return [
         ("missing column", json.dumps({"dataframe_records": missing}).encode(),
          "application/json", "missing column(s) 'mean area'"),
-        ("unknown column", json.dumps({"dataframe_records": unknown}).encode(),
-         "application/json", "unknown column(s) 'colour'"),
+        ("missing and unknown column",
+         json.dumps({"dataframe_records": [
+             {k: v for k, v in unknown[0].items() if k != "mean area"}]}).encode(),
+         "application/json",
+         "missing column(s) 'mean area'; the model does not take 'colour'"),
         ("wrong type", json.dumps({"dataframe_split": wrong}).encode(),
          "application/json",
          "column 'mean area' (double), row 0: expected a number, got a string"),
@@ -326,7 +344,7 @@ def _bad_requests(rows: Any) -> list[tuple[str, bytes, str, str]]:
         ("non-UTF-8", b'{"dataframe_split": "\xff\xfe"}', "application/json",
          "not UTF-8"),
         ("CSV bad header", csv_bad.encode(), "text/csv",
-         "CSV header: missing column(s) 'mean texture'; unknown column(s) "
+         "CSV header: missing column(s) 'mean texture'; the model does not take "
          "'mean textur'"),
         ("wrong content type", _split(one), "text/plain", "Content-Type must be"),
         ("empty data", json.dumps({"dataframe_split": {"columns": split["columns"],

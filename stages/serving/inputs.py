@@ -6,9 +6,12 @@ one numpy array per signature column, in signature order, with no DataFrame:
 ``dataframe_split``, ``dataframe_records``, ``instances`` (a list of records),
 ``inputs`` (columns, or a list of records) and ``text/csv`` with a header row,
 the formats of ``mlflow models serve``. Anything that does not fit, a missing
-or unknown column, a value of the wrong type, broken JSON, bytes that are not
+or repeated column, a value of the wrong type, broken JSON, bytes that are not
 UTF-8, raises :class:`BadRequest` with a message naming the column and the
-problem, which the app answers with HTTP 400.
+problem, which the app answers with HTTP 400. A column the model does not
+take (an identifier ``preprocess.with.drop`` names, say) is ignored, as
+MLflow's scoring server ignores it; a missing column's error names them, since
+one of them may be the missing one misspelt.
 """
 
 from __future__ import annotations
@@ -45,6 +48,10 @@ _TYPE_NAMES = {
     int: "an integer",
     float: "a number",
 }
+
+
+# Column names an error lists before "...".
+NAMES_SHOWN = 8
 
 
 class BadRequest(ValueError):
@@ -124,24 +131,29 @@ def _as_array(column: Column, values: Sequence[Any]) -> np.ndarray:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _some(names: Sequence[str]) -> str:
+    """The first :data:`NAMES_SHOWN` names, quoted."""
+    more = ", ..." if len(names) > NAMES_SHOWN else ""
+    return ", ".join(map(repr, names[:NAMES_SHOWN])) + more
+
+
 def _check_names(given: Iterable[str], columns: Sequence[Column], where: str) -> None:
     names = [c.name for c in columns]
     given = list(given)
+    wanted = set(names)
     missing = [n for n in names if n not in given]
-    unknown = [n for n in given if n not in names]
     problems = []
     if missing:
         problems.append(f"missing column(s) {', '.join(map(repr, missing))}")
-    if unknown:
-        problems.append(f"unknown column(s) {', '.join(map(repr, unknown))}")
-    dupes = sorted({n for n in given if given.count(n) > 1})
+        if unknown := [n for n in given if n not in wanted]:
+            problems.append(f"the model does not take {_some(unknown)}")
+    dupes = sorted({n for n in given if n in wanted and given.count(n) > 1})
     if dupes:
         problems.append(f"repeated column(s) {', '.join(map(repr, dupes))}")
     if problems:
         raise BadRequest(
             f"{where}: {'; '.join(problems)} (the model takes {len(names)} "
-            f"columns: {', '.join(map(repr, names[:8]))}"
-            f"{', ...' if len(names) > 8 else ''})"  # noqa: PLR2004
+            f"columns: {_some(names)})"
         )
 
 
@@ -213,7 +225,10 @@ def from_columns(data: Any, columns: Sequence[Column]) -> list[np.ndarray]:
     if not isinstance(data, dict):
         raise BadRequest("inputs must be an object of columns or a list of records")
     _check_names(data, columns, "inputs")
-    values = {k: v if isinstance(v, list) else [v] for k, v in data.items()}
+    values = {
+        c.name: data[c.name] if isinstance(data[c.name], list) else [data[c.name]]
+        for c in columns
+    }
     lengths = {len(v) for v in values.values()}
     if len(lengths) != 1:
         raise BadRequest(f"inputs columns differ in length: {sorted(lengths)}")
