@@ -407,8 +407,12 @@ def serving_deployable(spec: Spec, doc: Document) -> Iterator[Problem]:
         yield doc.problem(path, message, at_value=path == ("registry", "model"))
 
 
-# References first: when a name does not resolve, the checks that follow
-# references would only repeat the same mistake in other words.
+# References, and the one check that follows them: when a name does not
+# resolve, `inputs_resolve` would only repeat the same mistake in other words
+# ("needs the 'data' output of an upstream stage"), so it waits for them.
+# Every other check reads each stage, source and gate on its own (acyclic skips
+# a need that names no stage), so it runs beside them and a spec's mistakes
+# show in one run.
 REFERENCE_CHECKS: tuple[Check, ...] = (stage_references, data_references)
 CHECKS: tuple[Check, ...] = (
     acyclic,
@@ -425,9 +429,11 @@ CHECKS: tuple[Check, ...] = (
 )
 
 
+FOLLOW_REFERENCES: tuple[Check, ...] = (inputs_resolve,)
+
+
 def run_all(spec: Spec, doc: Document) -> list[Problem]:
     """Every cross-field problem in the spec."""
     found = [p for check in REFERENCE_CHECKS for p in check(spec, doc)]
-    if found:
-        return found
-    return [p for check in CHECKS for p in check(spec, doc)]
+    rest = [c for c in CHECKS if not (found and c in FOLLOW_REFERENCES)]
+    return found + [p for check in rest for p in check(spec, doc)]
