@@ -152,12 +152,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         spec = _load(args)  # bad input: exit 2 before the lock writes anything
         with runlock.held(_root(args)):  # compile and repro: one run at a time
-            plan, root = _compiled_repo(args, spec, early)
-            if args.pull:
-                remotecheck.check(root)  # a remote that is down is not an empty one
-            outcome = engine.repro(
-                root, plan, say, force=args.force, pull=args.pull, early=early
-            )
+            try:
+                plan, root = _compiled_repo(args, spec, early)
+                if args.pull:
+                    remotecheck.check(root)  # a remote that is down is not empty
+                outcome = engine.repro(
+                    root, plan, say, force=args.force, pull=args.pull, early=early
+                )
+            except BaseException as exc:
+                engine.record_failure(_root(args), exc)
+                raise
             engine.record(root, outcome)
     say(
         f"mlops run: {len(plan.stages)} stages, {len(outcome.ran)} ran, "
@@ -217,6 +221,9 @@ def cmd_gates(args: argparse.Namespace) -> int:
     from runner import report
 
     plan = planner.build(_load(args))
+    if failed := report.failed_run(_root(args)):
+        # The verdicts there are an earlier run's: never this run's pass.
+        raise RunError(f"{failed}; no gate verdict is this run's")
     lines, ok = report.gate_lines(report.load_gates(_root(args), plan))
     for line in lines:
         say(line)

@@ -9,6 +9,7 @@ stages it starts find the same virtualenv and the CLI never imports DVC. The
 from __future__ import annotations
 
 import configparser
+import contextlib
 import json
 import os
 import re
@@ -23,12 +24,12 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
 from runner import MAIN_BRANCH
 from runner.dvcstart import SETUP_FAILED, SETUP_PREFIX, EarlyDvc, environment
 from runner.errors import RunError
-from stages import DVC_LOCK
+from stages import DVC_LOCK, ERROR_FILE_ENV
 from stages.tracking import chosen_uri
 
 # Imported where used: `mlops run` imports this module to start DVC early
@@ -208,13 +209,43 @@ class Outcome:
     restored: list[str] = field(default_factory=list)
     seconds: float = 0.0
     warm: int = 0  # stages the warm stage server ran (stages/warm.py)
+    # Set when the run did not finish: the stage it stopped at (None when it
+    # stopped before any), and the error it ended with.
+    failed: str | None = None
+    error: str | None = None
+
+
+class StageFailed(RunError):
+    """`dvc repro` stopped at a stage; ``outcome`` holds what ran before it."""
+
+    def __init__(self, message: str, outcome: Outcome) -> None:
+        super().__init__(message)
+        self.outcome = outcome
 
 
 def record(root: Path, outcome: Outcome) -> None:
-    """Keep what the last run did (for `mlops report`: ran or cached)."""
+    """Keep what the last run did (for `mlops report`: ran or cached, or where
+    it failed)."""
     from runner.write import write_atomic
 
     write_atomic(root / LAST_RUN, json.dumps(asdict(outcome), indent=2) + "\n")
+
+
+def record_failure(root: Path, exc: BaseException) -> None:
+    """Keep that the last run did not finish, so that no report or gate
+    check reads the outputs an earlier run left as this run's."""
+    outcome = exc.outcome if isinstance(exc, StageFailed) else Outcome()
+    if isinstance(exc, RunError):
+        outcome.error = str(exc)
+    elif isinstance(exc, KeyboardInterrupt):
+        outcome.error = "the run was interrupted"
+    else:  # a fault of ours: its message is for the traceback, not a report
+        outcome.error = f"the run stopped on {type(exc).__name__}"
+    try:
+        record(root, outcome)
+    except OSError:  # a full disk, say: at least no earlier run's record stays
+        with contextlib.suppress(OSError):
+            (root / LAST_RUN).unlink(missing_ok=True)
 
 
 class StageServer:
@@ -337,10 +368,10 @@ def _dvc_process(
     )  # fmt: skip
 
 
-def _failed(
+def _failure(
     current: str | None, code: int, tail: deque[str], plan: Plan, root: Path
-) -> NoReturn:
-    """Name the stage that failed and, where the output says, why.
+) -> tuple[str | None, str]:
+    """The stage that failed (None if none can be named) and the run's error.
 
     DVC's own error names the stage: ``current`` (the last "Running stage")
     is a stage that finished when the next one failed before it ran, on an
@@ -348,11 +379,32 @@ def _failed(
     """
     from runner import diskfull, missinginput
 
-    stage = missinginput.failed_stage(tail, plan) or current or "dvc repro"
-    why = diskfull.explain(tail, plan, stage) or missinginput.explain(
-        tail, plan, stage, root
+    stage = missinginput.failed_stage(tail, plan) or current
+    named = stage or "dvc repro"
+    why = diskfull.explain(tail, plan, named) or missinginput.explain(
+        tail, plan, named, root
     )
-    raise RunError(f"stage {stage!r} failed (dvc repro exited with {code}){why}")
+    return stage, f"stage {named!r} failed (dvc repro exited with {code}){why}"
+
+
+@contextmanager
+def _stage_error_file() -> Iterator[Path]:
+    """An empty file for a failing built-in stage's message (ERROR_FILE_ENV)."""
+    fd, name = tempfile.mkstemp(prefix="mlops-stage-error-")
+    os.close(fd)
+    try:
+        yield Path(name)
+    finally:
+        Path(name).unlink(missing_ok=True)
+
+
+def _said(errors: Path) -> str:
+    """What the failing stage said (one line), or ''."""
+    try:
+        text = errors.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def _marked(text: str) -> str | None:
@@ -468,9 +520,11 @@ def repro(
     args = _repro_args(force=force, pull=pull)
     tail: deque[str] = deque(maxlen=40)  # where a stage's last error is
     with (
+        _stage_error_file() as errors,
         StageServer.open(root, plan, eager=force or not (root / DVC_LOCK).exists())
         as server,
-        _dvc_process(root, args, server.dvc_env, early) as proc,
+        _dvc_process(root, args, {**server.dvc_env, ERROR_FILE_ENV: str(errors)},
+                     early) as proc,
     ):  # fmt: skip
         for line in _lines(proc):
             text = line.rstrip("\n")
@@ -481,6 +535,7 @@ def repro(
                     server.start(_may_run(plan, progress.outcome))
             progress.line(text)
         code = proc.wait()
+        said = _said(errors) if code != 0 else ""
     outcome = progress.outcome
     outcome.warm = server.served
     outcome.seconds = time.monotonic() - started
@@ -488,7 +543,14 @@ def repro(
         raise failed
     if code != 0:
         running = progress.current
-        _failed(running[0] if running else None, code, tail, plan, root)
+        outcome.failed, message = _failure(
+            running[0] if running else None, code, tail, plan, root
+        )
+        if said:
+            message += f": {said}"
+        if outcome.failed in outcome.ran:
+            outcome.ran.remove(outcome.failed)  # it started; it did not run
+        raise StageFailed(message, outcome)
     progress.finish()
     return outcome
 

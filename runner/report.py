@@ -21,7 +21,7 @@ from typing import Any
 from runner import MAIN_BRANCH, engine
 from runner.errors import RunError
 from runner.plan import Plan, PlannedStage
-from runner.report_md import ReportData, gates_failed, render
+from runner.report_md import ReportData, failure_section, gates_failed, render
 
 REPORT_FILE = "report.md"
 DEFAULT_OUTPUT = ".mlops/report"
@@ -268,14 +268,26 @@ def collect(
     )
 
 
+def failed_run(root: Path) -> str | None:
+    """Why the last `mlops run` here did not finish, or None if it did (or
+    none is recorded)."""
+    last = _load_json(root / engine.LAST_RUN)
+    if not isinstance(last, dict) or not last.get("error"):
+        return None
+    stage = last.get("failed")
+    where = f" at stage {stage!r}" if stage else ""
+    return f"the last run failed{where}: {last['error']}"
+
+
 def write(
     root: Path, plan: Plan, base: str, output: Path, diffs: Diffs | None = None
 ) -> Path:
     """Write ``report.md`` and its images into ``output``; return the report."""
     output.mkdir(parents=True, exist_ok=True)
     data = collect(root, plan, base, output.resolve(), diffs)
-    for src, name in _plots(root, plan):
-        shutil.copyfile(src, output / name)
+    if failure_section(data) is None:  # else the plots there are an earlier run's
+        for src, name in _plots(root, plan):
+            shutil.copyfile(src, output / name)
     report = output / REPORT_FILE
     report.write_text(render(data), encoding="utf-8")
     return report

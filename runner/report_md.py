@@ -8,6 +8,7 @@ for long lists, never raw JSON.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -309,6 +310,36 @@ def validation_section(data: ReportData) -> str:
     return "\n\n".join(out)
 
 
+def _fenced(text: str) -> str:
+    """``text`` as a code block whose fence no backticks in it can close."""
+    longest = max((len(run) for run in re.findall("`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}\n{text}\n{fence}"
+
+
+def failure_section(data: ReportData) -> str | None:
+    """The verdict of a run that did not finish, or None if it did.
+
+    Everything else the report would show (gates, metrics, plots, validation)
+    is read from files an earlier run left, so it is left out: a reader must
+    never take an earlier run's verdict for this one's.
+    """
+    last = data.last_run
+    if not last or not last.get("error"):
+        return None
+    stage = last.get("failed")
+    where = f" at stage `{stage}`" if stage else ""
+    return "\n\n".join(
+        [
+            f"{FAIL_MARK} **The pipeline failed{where}.**",
+            _fenced(str(last["error"])),
+            "Its output is in the job's log. No gates, metrics, plots or "
+            "validation results here: the files there are an earlier run's, "
+            "not this one's.",
+        ]
+    )
+
+
 def stages_section(data: ReportData) -> str:
     """Which stages ran and which were skipped or restored from the run-cache."""
     head = "### Pipeline run"
@@ -322,15 +353,18 @@ def stages_section(data: ReportData) -> str:
 
     seconds = last.get("seconds")
     took = f" in {seconds:.1f} s" if isinstance(seconds, int | float) else ""
-    return "\n".join(
-        [
-            head,
-            "",
-            f"- **Ran**{took}: {names('ran')}",
-            f"- **Unchanged**, skipped: {names('unchanged')}",
-            f"- **Restored** from the DVC run-cache: {names('restored')}",
-        ]
-    )
+    lines = [
+        head,
+        "",
+        f"- **Ran**{took}: {names('ran')}",
+        f"- **Unchanged**, skipped: {names('unchanged')}",
+        f"- **Restored** from the DVC run-cache: {names('restored')}",
+    ]
+    if last.get("error"):
+        stage = last.get("failed")
+        where = f": `{stage}`" if stage else " before any stage ran"
+        lines.append(f"- **Failed**{where}")
+    return "\n".join(lines)
 
 
 def run_link(run: Mapping[str, Any]) -> str | None:
@@ -376,6 +410,10 @@ def mlflow_section(data: ReportData) -> str:
 
 def render(data: ReportData) -> str:
     """The whole report, verdict first; sections without data are left out."""
+    failure = failure_section(data)
+    if failure is not None:
+        parts = [f"## mlops report: {data.project}", failure, stages_section(data)]
+        return "\n\n".join(parts) + "\n"
     parts = [
         f"## mlops report: {data.project}",
         verdict(data),

@@ -51,6 +51,10 @@ def in_modules(dotted: str, prefixes: "_Iterable[str]") -> bool:
 
 # The warm stage server's socket (stages/warm.py), set by `mlops run` for DVC.
 SERVER_ENV = "MLOPS_STAGE_SERVER"
+# A file `mlops run` names for DVC's stages: a built-in stage that fails on a
+# StageError writes its one-line message there, for the run's own error and
+# its report (runner/engine.py).
+ERROR_FILE_ENV = "MLOPS_STAGE_ERROR_FILE"
 # A stage process spends most of its time importing, and an import allocates
 # objects that live as long as the process: each pass of the cyclic collector
 # over them (one every 700 allocations, by default) finds nothing. Importing

@@ -7,6 +7,7 @@ which also turns :class:`StageError` into one clear line and exit code 1.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import inspect
@@ -27,6 +28,7 @@ from stages import (
     CLASSIFICATION_METRICS,
     DVC_FILE,
     DVC_LOCK,
+    ERROR_FILE_ENV,
     PARAMS_FILE,
     REGRESSION_METRICS,
     allowed_prefixes,
@@ -178,7 +180,17 @@ def run_stage(
         return body(params, stage_id, spec) or 0
     except StageError as e:
         warn(kind, str(e))
+        _hand_over_error(str(e))
         return 1
+
+
+def _hand_over_error(message: str) -> None:
+    """Give `mlops run` the message (see stages.ERROR_FILE_ENV); the line on
+    stderr is the error, this only a copy, so a write that fails is dropped."""
+    path = os.environ.get(ERROR_FILE_ENV)
+    if path:
+        with contextlib.suppress(OSError):
+            Path(path).write_text(message + "\n", encoding="utf-8")
 
 
 def ensure_parent(path: Path) -> Path:

@@ -137,6 +137,24 @@ def test_a_failing_stage_stops_the_run(repo: Path) -> None:
     assert "stage 'double' failed" in proc.stderr
     assert "bad input" in proc.stdout
     assert not (repo / "report.json").exists()
+    # The record says where it stopped; make ran before it, double did not.
+    last = json.loads((repo / ".mlops" / "last-run.json").read_text())
+    assert (last["ran"], last["failed"]) == (["make"], "double")
+    assert last["error"].startswith("stage 'double' failed (dvc repro exited with")
+    # The report says the run failed and shows nothing an earlier run left;
+    # no gate check passes on an earlier run's verdicts.
+    mlops("report", "--output", "out", cwd=repo)
+    report = (repo / "out" / "report.md").read_text()
+    assert report.splitlines()[2] == "❌ **The pipeline failed at stage `double`.**"
+    assert "- **Failed**: `double`" in report and "Gates" not in report
+    gates = mlops("gates", cwd=repo, check=False)
+    assert gates.returncode == 1
+    assert "the last run failed at stage 'double'" in gates.stderr
+    # Fixed, the next run's record is a finished one.
+    (repo / "scripts" / "double.py").write_text(DOUBLE)
+    assert _ran(mlops("run", cwd=repo).stdout) == ["double", "report"]
+    last = json.loads((repo / ".mlops" / "last-run.json").read_text())
+    assert last["failed"] is None and last["error"] is None
 
 
 def test_generated_dvc_yaml_is_what_dvc_reads(repo: Path) -> None:
@@ -308,11 +326,15 @@ def test_a_missing_input_or_target_is_named_at_its_key_in_the_spec(
     assert "[1/2] ingest: running" in proc.stdout
     assert "[2/2] validate: running" in proc.stdout
     assert "rows.csv.dvc:" not in proc.stdout
-    assert "stage 'validate' failed" in proc.stderr
-    assert (
-        "    validate: mlops.yaml:2:44: project -> target: 'yy' is not a column of "
-        "the data; did you mean 'y'? (columns: x, y)\n"
-    ) in proc.stdout
+    said = (
+        "mlops.yaml:2:44: project -> target: 'yy' is not a column of the data; "
+        "did you mean 'y'? (columns: x, y)"
+    )
+    assert f"    validate: {said}\n" in proc.stdout
+    # The run's own error repeats what the stage said (the line CI shows last).
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"mlops: error: stage 'validate' failed (dvc repro exited with 255): {said}"
+    )
     assert not (repo / "artifacts" / "validate").exists()
 
 

@@ -306,11 +306,22 @@ def test_pull_request_workflow_reports_before_the_gates() -> None:
     steps = workflow["jobs"]["run"]["steps"]
     runs = [s.get("run", "") for s in steps]
     comment = next(i for i, r in enumerate(runs) if r.startswith("cml comment update"))
-    assert steps[comment]["if"] == github.SAME_REPOSITORY
+    assert steps[comment]["if"] == (
+        "!cancelled() && steps.report.outcome == 'success' && "
+        "github.event.pull_request.head.repo.full_name == github.repository"
+    )
     assert "REPO_TOKEN" in steps[comment]["env"]
     run, push = runs.index("mlops run --pull"), runs.index("mlops push")
-    assert run < push < comment < runs.index("mlops gates")
+    report = runs.index("mlops report --output mlops-report")
+    assert run < push < report < comment < runs.index("mlops gates")
     assert steps[push]["if"] == github.SAME_REPOSITORY  # forks get no secrets
+    # A failed run is reported too, so the comment is never an earlier
+    # commit's; what shows the report waits for it to be written.
+    assert steps[run]["id"] == "run" and steps[report]["id"] == "report"
+    assert steps[report]["if"] == "!cancelled() && steps.run.outcome != 'skipped'"
+    for shows in range(report + 1, comment):
+        assert steps[shows]["if"] == "!cancelled() && steps.report.outcome == 'success'"
+    assert all("if" not in steps[i] for i in (run, runs.index("mlops gates")))
     assert runs[-1] == "mlops gates"
     assert steps[0]["with"]["fetch-depth"] == 0
 

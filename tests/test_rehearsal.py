@@ -417,6 +417,29 @@ def test_a_worse_pull_request_fails_its_check_and_production_stays(
     assert [e["outcome"] for e in _audit(tags)] == ["promoted", "promoted"]
 
 
+def test_a_pull_request_whose_run_fails_gets_a_failing_report_comment(
+    loop: Loop,
+) -> None:
+    # The comment must never be an earlier commit's report: a run that fails
+    # is reported as failed, and nothing it did not finish is shown.
+    _branch(loop, "pr-4", "n_estimators: 300", "n_estimators: many")
+    out = _act(loop, "pr-4", PR_WORKFLOW, "pull_request", _pull_request(loop, 4))
+    log = _log(out)
+    assert _rc(out) != 0, log[-6000:]
+    assert _step(log, "Failure - Main", "Run the pipeline"), log[-6000:]
+    for name in ("Write the report", "Add the report", "Upload the report",
+                 "Comment the report"):  # fmt: skip
+        assert _step(log, "Success - Main", name), name
+    for name in ("Push outputs", "Check deploy/", "Check the gates"):
+        assert not _step(log, "Main", name), name  # not run: the run failed
+    _, report = _comment(out)
+    assert _verdict(report) == "❌ **The pipeline failed at stage `train`.**", report
+    assert "must be an int in the range [1, inf). Got 'many' instead." in report
+    assert "### Gates" not in report and ".png" not in report
+    aliases, _ = _registry(loop)
+    assert aliases == {"candidate": loop.production, "production": loop.production}
+
+
 def test_merging_the_worse_one_leaves_deploy_alone_and_rollback_goes_back(
     loop: Loop,
 ) -> None:

@@ -135,6 +135,29 @@ def test_absent_sections_are_left_out_or_say_so() -> None:
     assert "{" not in text  # no raw JSON
 
 
+def test_a_failed_run_says_so_and_shows_nothing_an_earlier_run_left() -> None:
+    error = "stage 'train' failed (dvc repro exited with 255): bad ``` in a value"
+    data = _data(
+        plots=["roc.png"],
+        validation={"passed": True, "counts": {"checks": 3, "passed": 3}},
+        last_run={"ran": ["ingest"], "unchanged": [], "restored": [],
+                  "seconds": 1.5, "failed": "train", "error": error},
+    )  # fmt: skip
+    text = render(data)
+    lines = [line for line in text.splitlines() if line]
+    assert lines[1] == "❌ **The pipeline failed at stage `train`.**"
+    # The error in a block that its own backticks cannot close.
+    assert f"\n````\n{error}\n````\n" in text
+    for earlier in ("Gate", "roc.png", "Data validation", "All 1 gates"):
+        assert earlier not in text, earlier
+    assert "- **Ran** in 1.5 s: `ingest`" in text and "- **Failed**: `train`" in text
+    # Stopped before any stage (the compile, the remote, an interrupt).
+    data = _data(last_run={"ran": [], "failed": None, "error": "interrupted"})
+    text = render(data)
+    assert "❌ **The pipeline failed.**" in text
+    assert "- **Failed** before any stage ran" in text
+
+
 def test_validation_lists_failures_and_counts_passes() -> None:
     results = [
         {"name": "min", "column": "x", "severity": "error", "passed": False,

@@ -89,6 +89,11 @@ exit 1
 # failure; could not check (4) or a failed command (1) always fails the job.
 MONITOR_DIR = "mlops-monitor"  # not hidden: upload-artifact skips dot folders
 MONITOR_STEP = "monitor"
+# The pull request's pipeline run and its report, by step id: the report is
+# written whether the run passed or failed (a failed run's report says so),
+# so the comment on the pull request is never an earlier commit's.
+RUN_STEP = "run"
+REPORT_STEP = "report"
 DRIFT_EXIT = 3
 RETRAIN_STATE = ".mlops/retrain"  # runner.retrain.STATE_DIR
 CHECK_DRIFT = """\
@@ -180,6 +185,21 @@ TOKEN = expression(context("github", "token"))
 SAME_REPOSITORY = equals(PR_HEAD_REPO, REPOSITORY)
 DRIFTED = context("steps", MONITOR_STEP, "outputs", "drift")
 NOT_CANCELLED = "!cancelled()"
+
+
+def outcome(step: str) -> str:
+    """A step's outcome (success, failure or skipped), for `if:`."""
+    return context("steps", step, "outcome")
+
+
+def both(*conditions: str) -> str:
+    """Conditions for `if:` that must all hold."""
+    return " && ".join(f"({c})" if "||" in c else c for c in conditions)
+
+
+# The report, after a run that passed or failed; what shows it, once written.
+AFTER_THE_RUN = both(NOT_CANCELLED, f"{outcome(RUN_STEP)} != 'skipped'")
+REPORT_WRITTEN = both(NOT_CANCELLED, f"{outcome(REPORT_STEP)} == 'success'")
 
 
 # -- steps -------------------------------------------------------------------
@@ -302,23 +322,32 @@ def _pull_request(spec: Spec, framework: Framework) -> dict[str, Any]:
         _checkout(full_history=True),
         *_setup(spec, framework),
         _uses(SETUP_CML, "Set up CML"),
-        _run_pipeline(),
+        {"id": RUN_STEP, **_run_pipeline()},
         _push(when=SAME_REPOSITORY),
-        _run("Write the report", f"mlops report --output {REPORT_DIR}"),
+        {
+            "id": REPORT_STEP,
+            **_run(
+                "Write the report",
+                f"mlops report --output {REPORT_DIR}",
+                when=AFTER_THE_RUN,
+            ),
+        },
         _run(
             "Add the report to the job summary",
             f'cat {REPORT_FILE} >> "$GITHUB_STEP_SUMMARY"',
+            when=REPORT_WRITTEN,
         ),
         _uses(
             UPLOAD_ARTIFACT,
             "Upload the report",
             {"name": REPORT_DIR, "path": REPORT_DIR, "if-no-files-found": "error"},
+            when=REPORT_WRITTEN,
         ),
         _run(
             "Comment the report on the pull request",
             f'cml comment update --watermark-title="{COMMENT_TITLE}" {REPORT_FILE}',
             env={"REPO_TOKEN": TOKEN},
-            when=SAME_REPOSITORY,
+            when=both(REPORT_WRITTEN, SAME_REPOSITORY),
         ),
         _check_release(when=SAME_REPOSITORY),
         # Last, so that a failed gate still leaves its report on the PR.
