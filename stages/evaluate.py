@@ -311,12 +311,13 @@ def model_evaluation(
     from deepchecks.tabular.suites import model_evaluation as suite
 
     test_ds = suites.deepchecks_dataset(test, target)
+    run = suites.applicable(suite()).run
     if train is None:
-        result = suite().run(train_dataset=test_ds, model=model)
+        result = run(train_dataset=test_ds, model=model)
     else:
         train_ds = suites.deepchecks_dataset(train, target)
-        result = suite().run(train_dataset=train_ds, test_dataset=test_ds, model=model)
-    checks = suites.suite_results("model_evaluation", "warning", result)
+        result = run(train_dataset=train_ds, test_dataset=test_ds, model=model)
+    checks = suites.suite_results("model_evaluation", suites.WARNING, result)
     return checks, suites.suite_html(result)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,11 @@ import pandas as pd
 
 import stages
 from stages import common
+
+# How much a failed check matters: an error stops the pipeline, a warning is
+# reported (validate's rules and suites, and evaluate's suite).
+SEVERITIES = ("error", "warning")
+WARNING = "warning"
 
 
 def check_result(
@@ -41,11 +47,17 @@ def load_deepchecks() -> None:
     stages.quiet_pkg_resources()
 
 
-def deepchecks_dataset(df: pd.DataFrame, target: str) -> Any:
-    """A deepchecks Dataset: non-numeric (and boolean) features are categorical."""
+def deepchecks_dataset(
+    df: pd.DataFrame, target: str, leave_out: Iterable[str] = ()
+) -> Any:
+    """A deepchecks Dataset: non-numeric (and boolean) features are categorical.
+
+    ``leave_out``: columns that are not features (identifiers), dropped first.
+    """
     load_deepchecks()
     from deepchecks.tabular import Dataset
 
+    df = df.drop(columns=[c for c in leave_out if c in df.columns and c != target])
     label = target if target in df.columns else None
     features = [c for c in df.columns if c != target]
     cat = [
@@ -57,6 +69,25 @@ def deepchecks_dataset(df: pd.DataFrame, target: str) -> Any:
     return Dataset(df, label=label, cat_features=cat)
 
 
+# The checks of deepchecks' suites that need an index or a datetime column,
+# which the datasets above never name: they could only report that they did
+# not run (now a warning, see suite_results), on every run.
+NEEDS_INDEX_OR_DATETIME = (
+    "IdentifierLabelCorrelation",
+    "IndexTrainTestLeakage",
+    "DateTrainTestLeakageDuplicates",
+    "DateTrainTestLeakageOverlap",
+)
+
+
+def applicable(suite: Any) -> Any:
+    """``suite`` without the checks that cannot run on our datasets."""
+    for index, check in list(suite.checks.items()):
+        if type(check).__name__ in NEEDS_INDEX_OR_DATETIME:
+            suite.remove(index)
+    return suite
+
+
 def suite_results(suite: str, severity: str, result: Any) -> list[dict[str, Any]]:
     """Turn a deepchecks SuiteResult into one result per check."""
     from deepchecks.core.check_result import CheckFailure
@@ -65,21 +96,33 @@ def suite_results(suite: str, severity: str, result: Any) -> list[dict[str, Any]
     for check in result.results:
         name = f"{suite}: {check.get_header()}"
         if isinstance(check, CheckFailure):
+            # Not a pass: the check said nothing. A warning, as deepchecks
+            # itself shows it, so that the pipeline goes on.
             out.append(
                 check_result(
                     name,
                     None,
-                    "warning",
-                    True,
+                    WARNING,
+                    False,
                     f"check could not run: {check.exception}",
                 )
             )
             continue
         conds = getattr(check, "conditions_results", None) or []
         failed = [c for c in conds if c.category.value == "FAIL"]
-        detail = "; ".join(f"{c.name}: {c.details}" for c in (failed or conds))
+        # A condition deepchecks grades as a warning (WARN: 17% duplicated
+        # rows) or could not evaluate (ERROR) is not met either: shown as a
+        # warning whatever the suite's severity, never as a pass.
+        unmet = failed or [c for c in conds if c.category.value != "PASS"]
+        detail = "; ".join(f"{c.name}: {c.details}" for c in (unmet or conds))
         out.append(
-            check_result(name, None, severity, not failed, detail or "no conditions")
+            check_result(
+                name,
+                None,
+                WARNING if unmet and not failed else severity,
+                not unmet,
+                detail or "no conditions",
+            )
         )
     return out
 

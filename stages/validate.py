@@ -8,7 +8,7 @@ rules (or suites with severity ``error``) make the stage exit 1, after
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import pandas as pd
 from stages import common, run_then_leave, suites
 
 KIND = "validate"
-SEVERITIES = ("error", "warning")
+SEVERITIES = suites.SEVERITIES
 TYPES = ("integer", "float", "number", "string", "boolean", "datetime", "category")
 SUITES = ("data_integrity", "train_test_validation")
 
@@ -187,6 +187,14 @@ def check_rules(
     return results
 
 
+def identifiers(columns: Mapping[str, Any] | None) -> list[str]:
+    """The columns whose rule says ``unique``: identifiers, as `mlops init`
+    marks them. Left out of the suites: a value that differs on every row makes
+    every row distinct, so deepchecks would never find a duplicated row or two
+    rows that agree on every feature and disagree on the label."""
+    return [name for name, rules in (columns or {}).items() if rules.get("unique")]
+
+
 def run_suites(
     requested: Mapping[str, str],
     data: pd.DataFrame,
@@ -195,8 +203,10 @@ def run_suites(
     test: pd.DataFrame | None,
     target: str,
     report: Path,
+    leave_out: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
-    """Run the requested deepchecks suites; write their HTML into ``report``."""
+    """Run the requested deepchecks suites on every column but ``leave_out``;
+    write their HTML into ``report``."""
     unknown = [s for s in requested if s not in SUITES]
     if unknown:
         raise common.StageError(
@@ -218,13 +228,13 @@ def run_suites(
         from deepchecks.tabular import suites as dc_suites
 
         if suite == "data_integrity":
-            res = dc_suites.data_integrity().run(
-                suites.deepchecks_dataset(data, target)
+            res = suites.applicable(dc_suites.data_integrity()).run(
+                suites.deepchecks_dataset(data, target, leave_out)
             )
         else:
-            res = dc_suites.train_test_validation().run(
-                suites.deepchecks_dataset(train, target),
-                suites.deepchecks_dataset(test, target),
+            res = suites.applicable(dc_suites.train_test_validation()).run(
+                suites.deepchecks_dataset(train, target, leave_out),
+                suites.deepchecks_dataset(test, target, leave_out),
             )
         results.extend(suites.suite_results(suite, severity, res))
         pages.append((suite, suites.suite_html(res)))
@@ -266,13 +276,20 @@ def _run(params: dict[str, Any], stage_id: str, spec: dict[str, Any]) -> int:
     frames = {
         r: common.read_parquet(p) if p and p.exists() else None for r, p in opt.items()
     }
+    requested = settings.get("suites") or {}
+    leave_out = [c for c in identifiers(settings.get("columns")) if c in data]
+    if requested and leave_out:
+        common.say(
+            KIND, f"suites leave out {', '.join(leave_out)} (unique: identifiers)"
+        )
     results += run_suites(
-        settings.get("suites") or {},
+        requested,
         data,
         train=frames["train"],
         test=frames["test"],
         target=proj["target"],
         report=common.need(spec, "outputs", "validation_report"),
+        leave_out=leave_out,
     )
     summary = summarize(results)
     common.write_json(common.need(spec, "outputs", "validation"), summary)

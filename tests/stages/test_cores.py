@@ -288,6 +288,65 @@ def test_deepchecks_suites(tmp_path: Path) -> None:
         )
 
 
+def test_an_identifier_is_left_out_of_the_suites_so_duplicates_show(
+    tmp_path: Path,
+) -> None:
+    rng = np.random.default_rng(1)
+    rows = pd.DataFrame({"a": rng.normal(size=50), "b": rng.choice(["x", "y"], 50),
+                         "target": rng.integers(0, 2, 50)})  # fmt: skip
+    # Ten rows again, under new customer numbers: the same rows, twice.
+    df = pd.concat([rows, rows.head(10)], ignore_index=True)
+    df.insert(0, "customer", [f"C{i}" for i in range(len(df))])
+    rules = {"customer": {"unique": True, "type": "string"}, "a": {"min": -9}}
+    assert validate.identifiers(rules) == ["customer"]
+    results = validate.run_suites(
+        {"data_integrity": "error"}, df, train=None, test=None, target="target",
+        report=tmp_path / "r.html", leave_out=validate.identifiers(rules),
+    )  # fmt: skip
+    [duplicates] = [r for r in results if "Duplicates" in r["name"]]
+    assert duplicates["passed"] is False, duplicates  # with the id, 0 % found
+    assert "customer" not in (tmp_path / "r.html").read_text()
+
+
+def test_only_a_met_condition_is_a_pass() -> None:
+    """deepchecks grades an unmet condition FAIL or WARN (17 % duplicated rows
+    is a WARN), and ERROR when it could not evaluate it: none is a pass."""
+    from types import SimpleNamespace as NS
+
+    from stages import suites
+
+    suites.load_deepchecks()
+    from deepchecks.core.check_result import CheckFailure
+    from deepchecks.tabular.checks import DataDuplicates
+
+    def check(header: str, *categories: str) -> NS:
+        conds = [NS(category=NS(value=c), name=f"rule {c}", details="found 17%")
+                 for c in categories]  # fmt: skip
+        return NS(get_header=lambda: header, conditions_results=conds)
+
+    result = NS(results=[
+        check("met", "PASS", "PASS"), check("failed", "PASS", "FAIL", "WARN"),
+        check("warned", "WARN"), check("errored", "ERROR"), check("bare"),
+        CheckFailure(DataDuplicates(), ValueError("no index")),
+    ])  # fmt: skip
+    got = {
+        r["name"].removeprefix("data_integrity: "): (r["passed"], r["severity"])
+        for r in suites.suite_results("data_integrity", "error", result)
+    }
+    assert got == {
+        "met": (True, "error"), "failed": (False, "error"),
+        "warned": (False, "warning"), "errored": (False, "warning"),
+        "bare": (True, "error"), "Data Duplicates": (False, "warning"),
+    }  # fmt: skip
+    # What is not a pass says which rule was not met, not the ones that were.
+    [failed] = [
+        r
+        for r in suites.suite_results("s", "error", result)
+        if r["name"] == "s: failed"
+    ]
+    assert failed["detail"] == "rule FAIL: found 17%"
+
+
 # --- preprocess -----------------------------------------------------------
 
 
