@@ -231,9 +231,13 @@ def cmd_gates(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from runner import gitops
+    from runner import gitops, report
 
-    return gitops.after(_root(args), _load(args), say, "promote", [])
+    spec = _load(args)
+    if failed := report.failed_run(_root(args)):
+        # registered.json there is an earlier run's: run again, then promote.
+        raise RunError(f"{failed}; promote a run that finished")
+    return gitops.after(_root(args), spec, say, "promote", [])
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:

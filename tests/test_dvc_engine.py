@@ -147,9 +147,10 @@ def test_a_failing_stage_stops_the_run(repo: Path) -> None:
     report = (repo / "out" / "report.md").read_text()
     assert report.splitlines()[2] == "❌ **The pipeline failed at stage `double`.**"
     assert "- **Failed**: `double`" in report and "Gates" not in report
-    gates = mlops("gates", cwd=repo, check=False)
-    assert gates.returncode == 1
-    assert "the last run failed at stage 'double'" in gates.stderr
+    for command in ("gates", "promote"):
+        proc = mlops(command, cwd=repo, check=False)
+        assert proc.returncode == 1, command
+        assert "the last run failed at stage 'double'" in proc.stderr, command
     # Fixed, the next run's record is a finished one.
     (repo / "scripts" / "double.py").write_text(DOUBLE)
     assert _ran(mlops("run", cwd=repo).stdout) == ["double", "report"]
