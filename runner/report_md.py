@@ -318,14 +318,25 @@ def _fenced(text: str) -> str:
 
 
 def failure_section(data: ReportData) -> str | None:
-    """The verdict of a run that did not finish, or None if it did.
+    """The verdict of a run that did not finish, or of no recorded run; None
+    when the last run finished.
 
     Everything else the report would show (gates, metrics, plots, validation)
     is read from files an earlier run left, so it is left out: a reader must
     never take an earlier run's verdict for this one's.
     """
     last = data.last_run
-    if not last or not last.get("error"):
+    if last is None:
+        return "\n\n".join(
+            [
+                f"{FAIL_MARK} **No run here**: no `mlops run` recorded "
+                "(`.mlops/last-run.json`).",
+                "In CI, a step before the run failed: see the job's log. "
+                "Locally, `mlops run` first. No gates, metrics, plots or "
+                "validation results here: the files there are an earlier run's.",
+            ]
+        )
+    if not last.get("error"):
         return None
     stage = last.get("failed")
     where = f" at stage `{stage}`" if stage else ""
@@ -412,7 +423,9 @@ def render(data: ReportData) -> str:
     """The whole report, verdict first; sections without data are left out."""
     failure = failure_section(data)
     if failure is not None:
-        parts = [f"## mlops report: {data.project}", failure, stages_section(data)]
+        parts = [f"## mlops report: {data.project}", failure]
+        if data.last_run is not None:
+            parts.append(stages_section(data))
         return "\n\n".join(parts) + "\n"
     parts = [
         f"## mlops report: {data.project}",

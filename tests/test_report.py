@@ -55,6 +55,10 @@ GATES_FAIL = {
 ALL_STAGES = frozenset({"evaluate", "validate", "train", "register"})
 
 
+FINISHED = {"ran": ["train"], "unchanged": ["ingest"], "restored": [], "seconds": 2.0,
+            "failed": None, "error": None}  # fmt: skip
+
+
 def _data(**kw: object) -> ReportData:
     base: dict[str, object] = {
         "project": "demo",
@@ -62,6 +66,7 @@ def _data(**kw: object) -> ReportData:
         "base_found": True,
         "stages": ALL_STAGES,
         "gates": {"evaluate": GATES_OK},
+        "last_run": FINISHED,
     }
     base.update(kw)
     return ReportData(**base)  # type: ignore[arg-type]
@@ -130,9 +135,14 @@ def test_absent_sections_are_left_out_or_say_so() -> None:
     assert "⚠️ **No gate results**: run `mlops run` first." in text
     assert "### Data validation" not in text
     assert "### Plots" not in text
-    assert "No record of a run here" in text
     assert f"**Registered**: {report_md.NOT_PRODUCED}" in text
     assert "{" not in text  # no raw JSON
+    # No run recorded here (a fresh clone; in CI, a step before the run
+    # failed): nothing the files there say is shown as this report.
+    text = render(_data(last_run=None, plots=["roc.png"]))
+    assert text.splitlines()[2].startswith("❌ **No run here**")
+    for earlier in ("Gate", "roc.png", "### Pipeline run", "All 1 gates"):
+        assert earlier not in text, earlier
 
 
 def test_a_failed_run_says_so_and_shows_nothing_an_earlier_run_left() -> None:

@@ -89,10 +89,9 @@ exit 1
 # failure; could not check (4) or a failed command (1) always fails the job.
 MONITOR_DIR = "mlops-monitor"  # not hidden: upload-artifact skips dot folders
 MONITOR_STEP = "monitor"
-# The pull request's pipeline run and its report, by step id: the report is
-# written whether the run passed or failed (a failed run's report says so),
-# so the comment on the pull request is never an earlier commit's.
-RUN_STEP = "run"
+# The pull request's report, by step id: it is written whether the run
+# passed, failed or never started (the report then says so), so the comment
+# on the pull request is never an earlier commit's.
 REPORT_STEP = "report"
 DRIFT_EXIT = 3
 RETRAIN_STATE = ".mlops/retrain"  # runner.retrain.STATE_DIR
@@ -197,8 +196,8 @@ def both(*conditions: str) -> str:
     return " && ".join(f"({c})" if "||" in c else c for c in conditions)
 
 
-# The report, after a run that passed or failed; what shows it, once written.
-AFTER_THE_RUN = both(NOT_CANCELLED, f"{outcome(RUN_STEP)} != 'skipped'")
+# The report, whatever came before it (it says so when the run failed or did
+# not run); what shows it, once it is written.
 REPORT_WRITTEN = both(NOT_CANCELLED, f"{outcome(REPORT_STEP)} == 'success'")
 
 
@@ -322,14 +321,14 @@ def _pull_request(spec: Spec, framework: Framework) -> dict[str, Any]:
         _checkout(full_history=True),
         *_setup(spec, framework),
         _uses(SETUP_CML, "Set up CML"),
-        {"id": RUN_STEP, **_run_pipeline()},
+        _run_pipeline(),
         _push(when=SAME_REPOSITORY),
         {
             "id": REPORT_STEP,
             **_run(
                 "Write the report",
                 f"mlops report --output {REPORT_DIR}",
-                when=AFTER_THE_RUN,
+                when=NOT_CANCELLED,
             ),
         },
         _run(

@@ -206,10 +206,11 @@ def test_the_probe_waits_as_long_as_dvc() -> None:
 # it succeeded (an implicit `success() &&`).
 _STATUS = re.compile(r"\b(always|failure|cancelled)\s*\(")
 _RUNS_PIPELINE = re.compile(r"(^|\s)mlops run\b")
-# After a failed run, only the report runs (it then says the run failed), and
-# what shows it once it is written; never a push, a gate check or a deploy.
+# After a failed run, only the report runs (it then says the run failed, or
+# did not run), and what shows it once it is written; never a push, a gate
+# check or a deploy.
 _AFTER_A_FAILED_RUN = {
-    "Write the report": "!cancelled() && steps.run.outcome != 'skipped'",
+    "Write the report": "!cancelled()",
     "Add the report to the job summary": (
         "!cancelled() && steps.report.outcome == 'success'"
     ),
@@ -253,7 +254,6 @@ def test_after_a_failed_run_only_its_report_runs(figure) -> None:
                     f"{path.relative_to(ROOT)}: job {name}, step {step['name']!r} "
                     f"runs after a failed `mlops run` (if: {when})"
                 )
-                assert steps[at]["id"] == "run", path
                 reported.append((path, step["name"]))
     pull_requests = {p for p, _ in reported}
     assert pull_requests == {
