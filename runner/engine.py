@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from runner import MAIN_BRANCH
 from runner.dvcstart import SETUP_FAILED, SETUP_PREFIX, EarlyDvc, environment
-from runner.errors import RunError
+from runner.errors import RunError, SpecError
 from stages import DVC_LOCK, ERROR_FILE_ENV
 from stages.tracking import chosen_uri
 
@@ -235,7 +235,7 @@ def record_failure(root: Path, exc: BaseException) -> None:
     """Keep that the last run did not finish, so that no report or gate
     check reads the outputs an earlier run left as this run's."""
     outcome = exc.outcome if isinstance(exc, StageFailed) else Outcome()
-    if isinstance(exc, RunError):
+    if isinstance(exc, RunError | SpecError):
         outcome.error = str(exc)
     elif isinstance(exc, KeyboardInterrupt):
         outcome.error = "the run was interrupted"

@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 from runner import plan as planner
@@ -353,3 +354,45 @@ def test_an_input_missing_after_a_stage_ran_is_blamed_on_the_stage_that_reads_it
         "mlops: error: stage 'double' failed (dvc repro exited with 255): "
         "its input 'scripts/double.py' does not exist"
     )
+
+
+def test_a_run_that_stops_any_way_leaves_a_record_saying_so(tmp_path: Path) -> None:
+    from runner import engine
+    from runner.errors import Problem, RunError, SpecError
+
+    def recorded(exc: BaseException) -> dict:
+        engine.record_failure(tmp_path, exc)
+        return json.loads((tmp_path / engine.LAST_RUN).read_text())
+
+    ran = engine.Outcome(ran=["ingest"], unchanged=["validate"], failed="train")
+    last = recorded(engine.StageFailed("stage 'train' failed", ran))
+    assert (last["ran"], last["failed"], last["error"]) == (
+        ["ingest"], "train", "stage 'train' failed"
+    )  # fmt: skip
+    assert recorded(RunError("the DVC remote is down"))["error"] == (
+        "the DVC remote is down"
+    )
+    spec = SpecError("mlops.yaml", [Problem(3, 1, ("project",), "bad")])
+    assert recorded(spec)["error"] == "mlops.yaml:3:1: project: bad"
+    assert recorded(KeyboardInterrupt())["error"] == "the run was interrupted"
+    # A fault of ours: its message may hold anything; the report gets its kind.
+    last = recorded(ValueError("/home/me/secret-path"))
+    assert last["error"] == "the run stopped on ValueError" and last["failed"] is None
+
+
+def test_a_record_that_cannot_be_written_leaves_no_earlier_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from runner import engine
+    from runner.errors import RunError
+
+    engine.record(tmp_path, engine.Outcome(ran=["ingest"]))
+
+    def full(root: Path, outcome: engine.Outcome) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(engine, "record", full)
+    engine.record_failure(tmp_path, RunError("stage 'train' failed"))
+    assert not (tmp_path / engine.LAST_RUN).exists()  # not a finished run's
