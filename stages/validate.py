@@ -280,7 +280,7 @@ def _run(params: dict[str, Any], stage_id: str, spec: dict[str, Any]) -> int:
     leave_out = [c for c in identifiers(settings.get("columns")) if c in data]
     if requested and leave_out:
         common.say(
-            KIND, f"suites leave out {', '.join(leave_out)} (unique: identifiers)"
+            KIND, f"the suites leave out {', '.join(leave_out)} (unique: identifiers)"
         )
     results += run_suites(
         requested,

@@ -317,7 +317,7 @@ def test_only_a_met_condition_is_a_pass() -> None:
 
     suites.load_deepchecks()
     from deepchecks.core.check_result import CheckFailure
-    from deepchecks.tabular.checks import DataDuplicates
+    from deepchecks.tabular.checks import ConflictingLabels, DataDuplicates
 
     def check(header: str, *categories: str) -> NS:
         conds = [NS(category=NS(value=c), name=f"rule {c}", details="found 17%")
@@ -328,6 +328,9 @@ def test_only_a_met_condition_is_a_pass() -> None:
         check("met", "PASS", "PASS"), check("failed", "PASS", "FAIL", "WARN"),
         check("warned", "WARN"), check("errored", "ERROR"), check("bare"),
         CheckFailure(DataDuplicates(), ValueError("no index")),
+        # Not for this task: left out, neither a pass nor a warning.
+        CheckFailure(ConflictingLabels(),
+                     ValueError("Check is irrelevant for regression tasks")),
     ])  # fmt: skip
     got = {
         r["name"].removeprefix("data_integrity: "): (r["passed"], r["severity"])
