@@ -344,7 +344,8 @@ def failure_section(data: ReportData) -> str | None:
         [
             f"{FAIL_MARK} **The pipeline failed{where}.**",
             _fenced(str(last["error"])),
-            "Its output is in the job's log. No gates, metrics, plots or "
+            "The stage's own output is in the run's log (the job's, in CI). "
+            "No gates, metrics, plots or "
             "validation results here: the files there are an earlier run's, "
             "not this one's.",
         ]
