@@ -322,6 +322,10 @@ def test_pull_request_workflow_reports_before_the_gates() -> None:
     for shows in range(report + 1, comment):
         assert steps[shows]["if"] == "!cancelled() && steps.report.outcome == 'success'"
     assert all("if" not in steps[i] for i in (run, runs.index("mlops gates")))
+    # cml is set up even when the check of the generated files failed, so
+    # that the comment can say nothing ran.
+    [cml] = [s for s in steps if s["name"] == "Set up CML"]
+    assert cml["if"] == "!cancelled()" and steps.index(cml) < comment
     assert runs[-1] == "mlops gates"
     assert steps[0]["with"]["fetch-depth"] == 0
 

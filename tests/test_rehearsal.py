@@ -440,6 +440,29 @@ def test_a_pull_request_whose_run_fails_gets_a_failing_report_comment(
     assert aliases == {"candidate": loop.production, "production": loop.production}
 
 
+def test_a_pull_request_with_stale_generated_files_gets_a_no_run_comment(
+    loop: Loop,
+) -> None:
+    # The spec edited and committed without `mlops compile`: the check of the
+    # generated files fails, nothing runs, and the comment says so instead of
+    # keeping the last push's report.
+    _sync_main(loop)
+    _git(loop.clone, "checkout", "-q", "-b", "pr-5", "main")
+    spec = loop.clone / "mlops.yaml"
+    spec.write_text(spec.read_text().replace("n_estimators: 300", "n_estimators: 250"))
+    _git(loop.clone, "commit", "-qam", "pr-5")
+    _git(loop.clone, "push", "-q", "origin", "pr-5")
+    out = _act(loop, "pr-5", PR_WORKFLOW, "pull_request", _pull_request(loop, 5))
+    log = _log(out)
+    assert _rc(out) != 0, log[-6000:]
+    assert _step(log, "Failure - Main", "Check the generated files are current")
+    assert not _step(log, "Main", "Run the pipeline"), log[-6000:]
+    assert _step(log, "Success - Main", "Comment the report on the pull request")
+    _, report = _comment(out)
+    assert _verdict(report).startswith("❌ **No run here**"), report
+    assert "Gates" not in report and ".png" not in report
+
+
 def test_merging_the_worse_one_leaves_deploy_alone_and_rollback_goes_back(
     loop: Loop,
 ) -> None:

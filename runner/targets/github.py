@@ -320,7 +320,9 @@ def _pull_request(spec: Spec, framework: Framework) -> dict[str, Any]:
     steps = [
         _checkout(full_history=True),
         *_setup(spec, framework),
-        _uses(SETUP_CML, "Set up CML"),
+        # Even after a failed check of the generated files: the comment then
+        # says nothing ran, and needs cml to say it.
+        _uses(SETUP_CML, "Set up CML", when=NOT_CANCELLED),
         _run_pipeline(),
         _push(when=SAME_REPOSITORY),
         {
