@@ -7,6 +7,7 @@ runs, so `--help` and `validate` answer at once.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 
 EXIT_SPEC = 2
 EXIT_FAILED = 1
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports
 
 
 def say(text: str) -> None:
@@ -551,6 +553,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`mlops plan | head -1`): stop quietly, as a
+        # shell tool does, with the shell's code for a SIGPIPE. Python would
+        # print a traceback, then another when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

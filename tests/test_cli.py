@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -72,3 +73,16 @@ def test_validate_reports_stage_count(
     monkeypatch.chdir(ROOT)
     assert cli.main(["validate"]) == 0
     assert capsys.readouterr().out == "mlops.yaml: valid (6 stages)\n"
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly() -> None:
+    # `mlops validate | head -0`: the pipe is closed before the line is written.
+    read, write = os.pipe()
+    os.close(read)
+    proc = subprocess.run(
+        [sys.executable, "-m", "runner.cli", "validate"], cwd=ROOT, stdout=write,
+        stderr=subprocess.PIPE, text=True, check=False,
+    )  # fmt: skip
+    os.close(write)
+    assert proc.returncode == cli.EXIT_BROKEN_PIPE, proc.stderr
+    assert proc.stderr == ""  # no traceback, now or at exit
