@@ -407,11 +407,11 @@ def _said(errors: Path) -> str:
     return "; ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
-def _marked(text: str) -> str | None:
-    """The stage a line of `dvc repro` reports on, if it is one of its markers."""
+def _marked(text: str) -> tuple[re.Pattern[str], str] | None:
+    """(marker, stage) for a line of `dvc repro` that reports on a stage."""
     for marker in (_RUNNING, _SKIPPED, _RESTORED, _PULLING):
         if m := marker.match(text):
-            return m.group(1)
+            return marker, m.group(1)
     return None
 
 
@@ -474,27 +474,28 @@ class _Progress:
 
     def line(self, text: str) -> None:
         done = self.outcome
-        named = _marked(text)
-        if named is not None and named not in self.planned:
+        marked = _marked(text)
+        if marked is None:
+            if text.strip() and not text.startswith(SETUP_PREFIX):
+                self.say("    " + text)  # a set-up failure is said once, as the error
+            return
+        marker, name = marked
+        if name not in self.planned:
             # A data file DVC tracks (`dvc add`), which DVC treats as a stage:
             # not one of the spec's, so neither counted nor shown as one.
             self.say("    " + text)
             return
-        if _RUNNING.match(text) or _RESTORED.match(text):
-            if named in done.unchanged:
-                done.unchanged.remove(named)  # its pull failed
-        if named is None:
-            if text.strip() and not text.startswith(SETUP_PREFIX):
-                self.say("    " + text)  # a set-up failure is said once, as the error
-        elif _PULLING.match(text):
-            self._step(named, "unchanged, pulling its outputs", done.unchanged)
-        elif _RUNNING.match(text):
-            self._step(named, "running", done.ran)
-            self.current = (named, time.monotonic())
-        elif _SKIPPED.match(text):
-            self._step(named, "unchanged, skipped", done.unchanged)
+        if marker in (_RUNNING, _RESTORED) and name in done.unchanged:
+            done.unchanged.remove(name)  # its pull failed
+        if marker is _PULLING:
+            self._step(name, "unchanged, pulling its outputs", done.unchanged)
+        elif marker is _RUNNING:
+            self._step(name, "running", done.ran)
+            self.current = (name, time.monotonic())
+        elif marker is _SKIPPED:
+            self._step(name, "unchanged, skipped", done.unchanged)
         else:
-            self._step(named, "restored from the run-cache", done.restored)
+            self._step(name, "restored from the run-cache", done.restored)
 
 
 def repro(

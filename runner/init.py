@@ -10,7 +10,6 @@ Only the standard library is imported here; pandas is imported when it runs.
 from __future__ import annotations
 
 import argparse
-import difflib
 import os
 import subprocess
 from collections.abc import Callable, Sequence
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from runner import DEFAULT_SPEC, MAIN_BRANCH
+from runner.errors import did_you_mean
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -175,10 +175,8 @@ def check_target(look: Look, target: str) -> None:
     """A target init can write a spec for: present, labelled, not constant."""
     columns = [str(c) for c in look.frame.columns]
     if target not in columns:
-        close = difflib.get_close_matches(target, columns, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
         raise InitError(
-            f"{look.path}: no column {target!r}{hint} "
+            f"{look.path}: no column {target!r}{did_you_mean(target, columns)} "
             f"(columns: {', '.join(columns[:20])})"
         )
     series = look.frame[target]

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runner import yamlsource
+from runner import wiring, yamlsource
 from runner.errors import closest
 
 if TYPE_CHECKING:
@@ -63,7 +63,8 @@ def failed_stage(lines: Iterable[str], plan: Plan) -> str | None:
 
 
 def _reads(deps: Iterable[str], path: str) -> bool:
-    return any(path == dep or path.startswith(dep.rstrip("/") + "/") for dep in deps)
+    """Whether ``path`` is one of ``deps`` or inside one of them."""
+    return not {path, *wiring.folders(path)}.isdisjoint(deps)
 
 
 def _relative(path: str, root: Path) -> str:

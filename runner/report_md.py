@@ -317,6 +317,12 @@ def _fenced(text: str) -> str:
     return f"{fence}\n{text}\n{fence}"
 
 
+LEFT_OUT = (
+    "No gates, metrics, plots or validation results here: the files there are "
+    "an earlier run's, not this one's."
+)
+
+
 def failure_section(data: ReportData) -> str | None:
     """The verdict of a run that did not finish, or of no recorded run; None
     when the last run finished.
@@ -331,9 +337,8 @@ def failure_section(data: ReportData) -> str | None:
             [
                 f"{FAIL_MARK} **No run here**: no `mlops run` recorded "
                 "(`.mlops/last-run.json`).",
-                "In CI, a step before the run failed: see the job's log. "
-                "Locally, `mlops run` first. No gates, metrics, plots or "
-                "validation results here: the files there are an earlier run's.",
+                f"In CI, a step before the run failed: see the job's log. "
+                f"Locally, `mlops run` first. {LEFT_OUT}",
             ]
         )
     if not last.get("error"):
@@ -344,20 +349,16 @@ def failure_section(data: ReportData) -> str | None:
         [
             f"{FAIL_MARK} **The pipeline failed{where}.**",
             _fenced(str(last["error"])),
-            "The stage's own output is in the run's log (the job's, in CI). "
-            "No gates, metrics, plots or "
-            "validation results here: the files there are an earlier run's, "
-            "not this one's.",
+            f"The stage's own output is in the run's log (the job's, in CI). "
+            f"{LEFT_OUT}",
         ]
     )
 
 
-def stages_section(data: ReportData) -> str:
-    """Which stages ran and which were skipped or restored from the run-cache."""
+def stages_section(last: Mapping[str, Any]) -> str:
+    """Which stages of the recorded run ran, were skipped or restored from the
+    run-cache, and where it failed."""
     head = "### Pipeline run"
-    last = data.last_run
-    if last is None:
-        return f"{head}\n\nNo record of a run here (`.mlops/last-run.json`)."
 
     def names(key: str) -> str:
         found = list(last.get(key) or [])
@@ -422,12 +423,11 @@ def mlflow_section(data: ReportData) -> str:
 
 def render(data: ReportData) -> str:
     """The whole report, verdict first; sections without data are left out."""
-    failure = failure_section(data)
+    ran = stages_section(data.last_run) if data.last_run is not None else ""
+    failure = failure_section(data)  # no run recorded, or one that failed
     if failure is not None:
-        parts = [f"## mlops report: {data.project}", failure]
-        if data.last_run is not None:
-            parts.append(stages_section(data))
-        return "\n\n".join(parts) + "\n"
+        parts = [f"## mlops report: {data.project}", failure, ran]
+        return "\n\n".join(p for p in parts if p) + "\n"
     parts = [
         f"## mlops report: {data.project}",
         verdict(data),
@@ -435,7 +435,7 @@ def render(data: ReportData) -> str:
         diff_section(data),
         plots_section(data.plots),
         validation_section(data),
-        stages_section(data),
+        ran,
         mlflow_section(data),
     ]
     return "\n\n".join(p for p in parts if p) + "\n"

@@ -193,7 +193,7 @@ def outcome(step: str) -> str:
 
 def both(*conditions: str) -> str:
     """Conditions for `if:` that must all hold."""
-    return " && ".join(f"({c})" if "||" in c else c for c in conditions)
+    return " && ".join(conditions)
 
 
 # The report, whatever came before it (it says so when the run failed or did
